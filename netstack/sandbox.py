@@ -1,0 +1,23 @@
+"""Sandbox: a container's network namespace with its endpoints, routes,
+resolv.conf and hosts content.  `key` is the path of the namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Sandbox:
+    id: str                          # 64 hex
+    name: str
+    key: str                         # netns path (/run/pynet/netns/<id12>, /proc/PID/ns/net, ...)
+    hostname: str = ""
+    owned: bool = True               # pynet made the namespace and removes it
+    created: str = ""
+    dns_port: int = 0                # the resolver's real port inside the namespace
+    labels: dict[str, str] = field(default_factory=dict)
+    state: str = "ready"
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
