@@ -125,7 +125,23 @@ class Resolver:
         self._turns[key] = turn + 1
         return responses[turn % len(responses)]
 
+    def error_reply(self, packet: bytes, rcode: int, *, tcp: bool) -> bytes:
+        """A reply to `packet` with `rcode` and no answer (the server's
+        SERVFAIL when every upstream failed, REFUSED when too many queries
+        are in flight), carrying the question and OPT when they parse."""
+        packet = bytes(packet)
+        try:
+            query = DNSRecord.parse(packet)
+            opts = [rr for rr in query.ar if rr.rtype == QTYPE.OPT]
+            if len(query.questions) == 1:
+                return self._reply(query, opts[0] if opts else None, tcp, rcode=rcode).responses[0]
+        except Exception:  # fall back to a bare header
+            pass
+        return _error(packet, rcode).responses[0]
+
     def answer(self, sandbox_id: str, packet: bytes, *, tcp: bool) -> Answer | Forward | None:
+        """Like handle, but with every rotation of a local answer and
+        whether it may be cached; what the server calls on a cache miss."""
         packet = bytes(packet)
         if len(packet) < 12 or packet[2] & 0x80:
             return None
