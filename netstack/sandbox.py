@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netstack.endpoint import PortBinding
+
 
 @dataclass(slots=True)
 class Sandbox:
@@ -16,6 +18,8 @@ class Sandbox:
     created: str = ""
     dns_port: int = 0                # the resolver's real port inside the namespace
     labels: dict[str, str] = field(default_factory=dict)
+    # Published ports, host ports resolved; programmed on the gateway endpoint.
+    ports: list[PortBinding] = field(default_factory=list)
     state: str = "ready"
 
     @property

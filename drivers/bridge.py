@@ -1,0 +1,167 @@
+"""The `bridge` driver: a Linux bridge per network, a veth per endpoint.
+
+Options (Docker's labels, so `docker network create -o ...` carries over):
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+from dataclasses import dataclass
+from typing import Mapping
+
+from netstack.driverapi import Capability, JoinResult
+from netstack.endpoint import Endpoint
+from netstack.errors import Conflict, InvalidParameter
+from netstack.kernel import links
+from netstack.network import Network
+from netstack.validation import parse_bool_option as parse_bool
+
+NAME = "bridge"
+
+OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+OPT_MTU = "com.docker.network.driver.mtu"
+OPT_ICC = "com.docker.network.bridge.enable_icc"
+OPT_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+OPT_HOST_BINDING_IPV4 = "com.docker.network.bridge.host_binding_ipv4"
+OPTIONS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC, OPT_MASQUERADE, OPT_HOST_BINDING_IPV4)
+
+__doc__ += "".join(f"\n    {o}" for o in OPTIONS) + "\n"
+
+DEFAULT_MTU = 1500
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    bridge: str
+    mtu: int = DEFAULT_MTU
+    icc: bool = True
+    masquerade: bool = True
+    host_binding_ipv4: str = ""
+
+
+def parse_mtu(key: str, value: str) -> int:
+    try:
+        mtu = int(value)
+    except ValueError:
+        raise InvalidParameter(f"invalid value {value!r} for option {key}: expected an integer") from None
+    if not 68 <= mtu <= 65535:
+        raise InvalidParameter(f"invalid MTU {mtu} for option {key}: must be between 68 and 65535")
+    return mtu
+
+
+def parse_options(network: Network) -> BridgeConfig:
+    """Options as a typed config; every key known, every value valid."""
+    opts = network.options
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if unknown:
+        raise InvalidParameter(
+            f"unknown option {unknown[0]!r} for the bridge driver (known: {', '.join(OPTIONS)})"
+        )
+    name = opts.get(OPT_BRIDGE_NAME) or f"br-{network.id[:12]}"
+    links.check_ifname(name, "bridge name")
+    host_ip = opts.get(OPT_HOST_BINDING_IPV4, "")
+    if host_ip:
+        try:
+            ipaddress.IPv4Address(host_ip)
+        except ValueError:
+            raise InvalidParameter(f"invalid value {host_ip!r} for option {OPT_HOST_BINDING_IPV4}") from None
+    return BridgeConfig(
+        bridge=name,
+        mtu=parse_mtu(OPT_MTU, opts[OPT_MTU]) if OPT_MTU in opts else DEFAULT_MTU,
+        icc=parse_bool(OPT_ICC, opts[OPT_ICC]) if OPT_ICC in opts else True,
+        masquerade=parse_bool(OPT_MASQUERADE, opts[OPT_MASQUERADE]) if OPT_MASQUERADE in opts else True,
+        host_binding_ipv4=host_ip,
+    )
+
+
+def random_mac() -> str:
+    """A random, locally administered unicast MAC (02:xx:...)."""
+    octets = [0x02] + [random.randint(0, 255) for _ in range(5)]
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def host_ifname(endpoint_id: str) -> str:
+    # Deterministic, so teardown can recompute it from the endpoint id alone.
+    return f"pnv{endpoint_id[:12]}"
+
+
+class BridgeDriver:
+    name = NAME
+    capability = Capability(publishes_ports=True, masquerades=True)
+
+    def __init__(self) -> None:
+        self._ipr = links.host()
+
+    def validate(self, network: Network, networks: list[Network]) -> None:
+        cfg = parse_options(network)
+        for other in networks:
+            if other.driver == NAME and other.id != network.id and other.driver_state.get("bridge") == cfg.bridge:
+                raise Conflict(f"bridge name {cfg.bridge} is already used by network {other.name}")
+        existing = links.link_info(self._ipr, cfg.bridge)
+        if existing is not None:
+            raise Conflict(f"a link named {cfg.bridge} already exists on the host")
+
+    def config(self, network: Network) -> BridgeConfig:
+        return parse_options(network)
+
+    def create_network(self, network: Network) -> Mapping[str, object]:
+        cfg = parse_options(network)
+        addresses = []
+        for c in network.ipv4 + network.ipv6:
+            if c.gateway:
+                addresses.append((c.gateway, ipaddress.ip_network(c.subnet).prefixlen))
+        links.create_bridge(
+            self._ipr, cfg.bridge, alias=links.alias_for(NAME, network.id), mtu=cfg.mtu, addresses=addresses
+        )
+        try:
+            # The host reaches published ports through 127.0.0.1: DNAT'd
+            # packets keep a loopback source until POSTROUTING masquerades it.
+            links.set_if_sysctl(4, cfg.bridge, "route_localnet", "1")
+            links.set_sysctl("net/ipv4/ip_forward", "1")
+            if network.ipv6:
+                links.set_sysctl("net/ipv6/conf/all/forwarding", "1")
+        except Exception:
+            links.delete_link(self._ipr, cfg.bridge)
+            raise
+        return {"bridge": cfg.bridge, "mtu": cfg.mtu}
+
+    def delete_network(self, network: Network) -> None:
+        links.delete_link(self._ipr, str(network.driver_state.get("bridge") or parse_options(network).bridge))
+
+    def network_exists(self, network: Network) -> bool:
+        info = links.link_info(self._ipr, str(network.driver_state.get("bridge", "")))
+        return info is not None and info["alias"] == links.alias_for(NAME, network.id)
+
+    def owned_links(self) -> dict[str, str]:
+        return links.owned_links(self._ipr, NAME)
+
+    def create_endpoint(self, network: Network, endpoint: Endpoint) -> Mapping[str, object]:
+        return {"mac": endpoint.mac or random_mac()}
+
+    def delete_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        pass
+
+    def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
+        mtu = int(network.driver_state.get("mtu", DEFAULT_MTU))  # type: ignore[arg-type]
+        veth = host_ifname(endpoint.id)
+        fd = os.open(sandbox_key, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            links.create_veth_into(
+                self._ipr, veth, alias=links.alias_for("endpoint", endpoint.id),
+                master=str(network.driver_state["bridge"]), mtu=mtu,
+                sandbox_fd=fd, peer_name=ifname, peer_mac=endpoint.mac,
+            )
+        finally:
+            os.close(fd)
+        gw4 = next((c.gateway for c in network.ipv4 if c.gateway), "") if not network.internal else ""
+        gw6 = next((c.gateway for c in network.ipv6 if c.gateway), "") if not network.internal else ""
+        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, gateway4=gw4 or "", gateway6=gw6 or "", mtu=mtu)
+
+    def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
+        # Deleting the host end removes the peer in the sandbox with it.
+        links.delete_link(self._ipr, host_ifname(endpoint.id))
+
+    def owned_endpoint_links(self) -> dict[str, str]:
+        return links.owned_links(self._ipr, "endpoint")

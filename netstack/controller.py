@@ -1,0 +1,708 @@
+"""The Controller: the one entry point of the CNM model.
+
+It owns the networks, sandboxes and endpoints, the driver registry, the IPAM
+allocator, the firewall, the resolver and the store, and is the only place
+that calls them.  Every public method is one operation under one lock
+(serialized, so the model needs no locks of its own), and follows one line:
+
+    validate everything             nothing touched yet
+    step, step, step ...            each registers its undo on an ExitStack
+    store.commit                    the operation is done
+    (failure anywhere)              the undo stack unwinds, newest first
+
+Crash safety: an object is written with state "creating"/"deleting" before
+its kernel work starts, so `start()` can finish or undo whatever a crash
+interrupted, then repairs drift between the store and the kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import replace
+from typing import Callable, Iterable, Iterator
+
+from netstack import ports as portspec
+from netstack import sandbox_files
+from netstack.driverapi import NetworkDriver, Reconciling
+from netstack.endpoint import Endpoint, PortBinding
+from netstack.errors import (
+    Conflict, Forbidden, InvalidParameter, NotFound, PynetError, Unavailable,
+)
+from netstack.ipamapi import LOCAL, GLOBAL, Ipam, PoolRequest
+from netstack.network import PREDEFINED, IpamConfig, Network
+from netstack.requests import Attachment, EndpointConfig, NetworkCreate, SandboxCreate
+from netstack.sandbox import Sandbox
+from netstack.store import Store
+from netstack import validation
+
+log = logging.getLogger("pynet.controller")
+
+#: network name -> driver of the networks every pynet has and nobody removes
+PREDEFINED_DRIVERS = {"none": "null", "host": "host"}
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def now_rfc3339() -> str:
+    ns = time.time_ns()
+    dt = datetime.datetime.fromtimestamp(ns // 1_000_000_000, tz=datetime.timezone.utc)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ns % 1_000_000_000:09d}Z"
+
+
+def _cidr(address: str, subnet: str) -> str:
+    return f"{address}/{ipaddress.ip_network(subnet).prefixlen}"
+
+
+class Controller:
+    def __init__(
+        self,
+        data_root: str,
+        *,
+        exec_root: str = "/run/pynet",
+        ipam: Ipam | None = None,
+        firewall: object | None = None,
+        drivers: object | None = None,
+        dns: object | None = None,
+        host_resolv_conf: str = "/etc/resolv.conf",
+    ) -> None:
+        from netstack.drivers import Registry
+
+        self.data_root = data_root
+        self.exec_root = exec_root
+        self.store = Store(data_root)
+        if ipam is None:
+            from netstack.ipam import DefaultIpam
+
+            ipam = DefaultIpam()
+        self.ipam = ipam
+        if firewall is None:
+            from netstack.kernel.firewall import IptablesFirewall
+
+            firewall = IptablesFirewall()
+        self.firewall = firewall
+        self.drivers = drivers if drivers is not None else Registry()
+        self.dns = dns
+        self.host_resolv_conf = host_resolv_conf
+        self.lock = threading.RLock()
+        self.networks: dict[str, Network] = {}
+        self.sandboxes: dict[str, Sandbox] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.repairs: list[str] = []
+
+    # ------------------------------------------------------------------ lookups
+
+    def _driver(self, name: str) -> NetworkDriver:
+        if not self.drivers.known(name):  # type: ignore[attr-defined]
+            raise NotFound(f'plugin "{name}" not found')
+        return self.drivers.get(name)  # type: ignore[attr-defined,no-any-return]
+
+    @staticmethod
+    def _find(objs: dict, ref: str, kind: str) -> object:
+        if ref in objs:
+            return objs[ref]
+        for o in objs.values():
+            if o.name == ref:
+                return o
+        matches = [o for i, o in objs.items() if ref and i.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidParameter(f"{kind} {ref} is ambiguous ({len(matches)} matches found based on ID prefix)")
+        raise NotFound(f"{kind} {ref} not found")
+
+    def network(self, ref: str) -> Network:
+        with self.lock:
+            return self._find(self.networks, ref, "network")  # type: ignore[return-value]
+
+    def sandbox(self, ref: str) -> Sandbox:
+        with self.lock:
+            return self._find(self.sandboxes, ref, "sandbox")  # type: ignore[return-value]
+
+    def list_networks(self) -> list[Network]:
+        with self.lock:
+            return [n for n in self.networks.values() if n.state == "ready"]
+
+    def list_sandboxes(self) -> list[Sandbox]:
+        with self.lock:
+            return [s for s in self.sandboxes.values() if s.state == "ready"]
+
+    def endpoints_of_network(self, network_id: str) -> list[Endpoint]:
+        return [e for e in self.endpoints.values() if e.network_id == network_id]
+
+    def endpoints_of_sandbox(self, sandbox_id: str) -> list[Endpoint]:
+        eps = [e for e in self.endpoints.values() if e.sandbox_id == sandbox_id]
+        return sorted(eps, key=lambda e: int(e.ifname[3:]) if e.ifname[3:].isdigit() else 0)
+
+    # ----------------------------------------------------------------- networks
+
+    def create_network(self, req: NetworkCreate) -> tuple[Network, str]:
+        """Create a network; returns it and a warning ("" if none)."""
+        with self.lock:
+            return self._create_network(req)
+
+    def _create_network(self, req: NetworkCreate, *, predefined: bool = False) -> tuple[Network, str]:
+        validation.check_name(req.name)
+        if req.name in PREDEFINED and not predefined:
+            raise Forbidden(f"{req.name} is a pre-defined network and cannot be created")
+        if any(n.name == req.name for n in self.networks.values()):
+            raise Conflict(f"network with name {req.name} already exists")
+        driver = self._driver(req.driver)
+        scope = req.scope or driver.capability.data_scope
+        if scope not in ("local", "global", "swarm"):
+            raise InvalidParameter(f"invalid scope {req.scope!r}: use local or global")
+        if scope != driver.capability.data_scope:
+            raise InvalidParameter(f"the {req.driver} driver does not support scope {scope}")
+        if req.ipam_driver not in ("", "default", "null"):
+            raise NotFound(f'plugin "{req.ipam_driver}" not found')
+        for s in req.subnets:
+            validation.check_subnet_request(s)
+        v4 = [s for s in req.subnets if not s.subnet or validation.parse_subnet(s.subnet).version == 4]
+        v6 = [s for s in req.subnets if s.subnet and validation.parse_subnet(s.subnet).version == 6]
+        if v6 and not req.enable_ipv6:
+            raise InvalidParameter(f"IPv6 subnet {v6[0].subnet} given but IPv6 is not enabled (use --ipv6)")
+        if req.enable_ipv6 and not v6 and driver.capability.needs_gateway:
+            raise InvalidParameter("--ipv6 needs an IPv6 --subnet: no default IPv6 pool is configured")
+        net = Network(
+            id=new_id(), name=req.name, driver=req.driver, scope=scope, created=now_rfc3339(),
+            ipam_driver=req.ipam_driver or "default", ipam_options=dict(req.ipam_options),
+            enable_ipv4=req.enable_ipv4, enable_ipv6=req.enable_ipv6, internal=req.internal,
+            attachable=req.attachable, ingress=req.ingress, options=dict(req.options),
+            labels=dict(req.labels), state="creating",
+        )
+        driver.validate(net, [n for n in self.networks.values()])
+        uses_ipam = driver.capability.needs_gateway or bool(req.subnets)
+        with contextlib.ExitStack() as undo:
+            if uses_ipam and req.enable_ipv4:
+                net.ipv4 = self._allocate_pools(net, v4 or [None], undo, driver.capability.needs_gateway)
+            if uses_ipam and req.enable_ipv6:
+                net.ipv6 = self._allocate_pools(net, v6, undo, driver.capability.needs_gateway)
+            self._commit(networks=[net])
+            undo.callback(self._forget_network, net)
+            net.driver_state = dict(driver.create_network(net))
+            undo.callback(driver.delete_network, net)
+            self._program_network(net, driver)
+            undo.callback(self._unprogram_network, net, driver)
+            net.state = "ready"
+            self._commit(networks=[net])
+            undo.pop_all()
+        log.info("created network %s (%s, %s)", net.name, net.driver, net.short_id)
+        return net, ""
+
+    def _allocate_pools(self, net: Network, reqs: list, undo: contextlib.ExitStack, gateway: bool) -> list[IpamConfig]:
+        space = GLOBAL if net.scope == "global" else LOCAL
+        out: list[IpamConfig] = []
+        for r in reqs:
+            pool_req = PoolRequest(
+                address_space=space,
+                pool=validation.parse_subnet(r.subnet) if r and r.subnet else None,
+                sub_pool=validation.parse_subnet(r.ip_range) if r and r.ip_range else None,
+                v6=bool(r and r.subnet and ":" in r.subnet),
+                exclude=tuple(self._host_routes()) if not (r and r.subnet) else (),
+                aux_addresses=tuple(ipaddress.ip_address(a) for _, a in (r.aux_addresses if r else ())),
+            )
+            pool = self.ipam.request_pool(pool_req)
+            undo.callback(self.ipam.release_pool, pool.pool_id)
+            cfg = IpamConfig(
+                subnet=str(pool.network), ip_range=r.ip_range if r and r.ip_range else None,
+                aux_addresses=dict(r.aux_addresses) if r else {}, pool_id=pool.pool_id,
+            )
+            if r and r.gateway:
+                cfg.gateway = str(self.ipam.request_address(pool.pool_id, ipaddress.ip_address(r.gateway)))
+            elif gateway:
+                cfg.gateway = str(self.ipam.request_address(pool.pool_id, gateway=True))
+            out.append(cfg)
+        return out
+
+    def _host_routes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        from netstack.kernel import links
+
+        with contextlib.closing(links.host()) as ipr:
+            own = {c.subnet for n in self.networks.values() for c in n.ipv4 + n.ipv6}
+            return [ipaddress.ip_network(r) for r in links.routed_networks(ipr) if r not in own]
+
+    def _forget_network(self, net: Network) -> None:
+        with self.store.transaction() as tx:
+            tx.delete_network(net.id)
+        self.networks.pop(net.id, None)
+
+    def delete_network(self, ref: str) -> Network:
+        with self.lock:
+            net = self._find(self.networks, ref, "network")
+            assert isinstance(net, Network)
+            if net.predefined and net.name in PREDEFINED_DRIVERS:
+                raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
+            eps = self.endpoints_of_network(net.id)
+            if eps:
+                raise Forbidden(
+                    f"error while removing network: network {net.name} id {net.id} has active endpoints"
+                    f" ({', '.join(sorted(e.name for e in eps))})"
+                )
+            self._delete_network(net)
+            return net
+
+    def _delete_network(self, net: Network) -> None:
+        net.state = "deleting"
+        self._commit(networks=[net])
+        driver = self._driver(net.driver)
+        errors = self._collect(
+            lambda: self._unprogram_network(net, driver),
+            lambda: driver.delete_network(net),
+        )
+        for c in net.ipv4 + net.ipv6:
+            self.ipam.release_pool(c.pool_id)
+        self._forget_network(net)
+        if errors:
+            log.warning("network %s removed with errors: %s", net.name, errors)
+
+    def prune_networks(self, keep: Callable[[Network], bool] = lambda n: False) -> list[str]:
+        with self.lock:
+            removed = []
+            for net in sorted(self.networks.values(), key=lambda n: n.name):
+                if net.name in PREDEFINED or self.endpoints_of_network(net.id) or keep(net):
+                    continue
+                self._delete_network(net)
+                removed.append(net.name)
+            return removed
+
+    def _program_network(self, net: Network, driver: NetworkDriver) -> None:
+        rules = self._network_rules(net, driver)
+        if rules is not None:
+            self.firewall.add_network(rules)  # type: ignore[attr-defined]
+
+    def _unprogram_network(self, net: Network, driver: NetworkDriver) -> None:
+        rules = self._network_rules(net, driver)
+        if rules is not None:
+            self.firewall.remove_network(rules)  # type: ignore[attr-defined]
+
+    def _network_rules(self, net: Network, driver: NetworkDriver) -> object | None:
+        if not driver.capability.masquerades or "bridge" not in net.driver_state:
+            return None
+        from netstack.kernel.firewall import NetworkRules
+
+        cfg = driver.config(net)  # type: ignore[attr-defined]
+        return NetworkRules(
+            network_id=net.id, bridge=str(net.driver_state["bridge"]),
+            subnets4=tuple(c.subnet for c in net.ipv4), subnets6=tuple(c.subnet for c in net.ipv6),
+            internal=net.internal, icc=cfg.icc, masquerade=cfg.masquerade,
+        )
+
+    # ---------------------------------------------------------------- sandboxes
+
+    def create_sandbox(self, req: SandboxCreate) -> Sandbox:
+        with self.lock:
+            return self._create_sandbox(req)
+
+    def _create_sandbox(self, req: SandboxCreate) -> Sandbox:
+        sid = new_id()
+        name = req.name or f"sandbox-{sid[:8]}"
+        validation.check_name(name, "sandbox")
+        validation.check_hostname(req.hostname)
+        if any(s.name == name for s in self.sandboxes.values()):
+            raise Conflict(f'sandbox name "{name}" is already in use by sandbox {self.sandbox(name).id}')
+        if req.key and req.pid:
+            raise InvalidParameter("give either a netns path or a pid, not both")
+        from netstack.kernel import netns
+
+        if req.key and not netns.is_netns(req.key):
+            raise InvalidParameter(f"{req.key} is not a network namespace")
+        if req.pid and not os.path.exists(f"/proc/{req.pid}/ns/net"):
+            raise NotFound(f"no process with pid {req.pid}")
+        nets = [(self._find(self.networks, a.network, "network"), a) for a in req.networks]
+        wanted = [portspec.parse(p) for p in req.ports]
+        taken = [b for s in self.sandboxes.values() for b in s.ports]
+        portspec.check_clashes(wanted, taken)
+        bindings = portspec.assign_host_ports(wanted, taken)
+        for _, a in req.networks:
+            self._check_endpoint_config(a.config)
+        sb = Sandbox(
+            id=sid, name=name, hostname=req.hostname or sid[:12], key=req.key,
+            owned=not req.key, created=now_rfc3339(), labels=dict(req.labels),
+            ports=bindings, state="creating",
+        )
+        if not req.key:
+            sb.key = os.path.join(self.exec_root, "netns", sid[:12])
+        with contextlib.ExitStack() as undo:
+            self._commit(sandboxes=[sb])
+            undo.callback(self._forget_sandbox, sb)
+            if req.pid:
+                _bind_netns(f"/proc/{req.pid}/ns/net", sb.key)
+                undo.callback(netns.delete, sb.key)
+            elif not req.key:
+                netns.create(sb.key)
+                undo.callback(netns.delete, sb.key)
+            self._write_files(sb)
+            self.sandboxes[sb.id] = sb
+            for net, a in nets:
+                self._connect(net, sb, a.config)  # type: ignore[arg-type]
+                undo.callback(self._disconnect_quiet, net, sb)
+            sb.state = "ready"
+            self._commit(sandboxes=[sb])
+            undo.pop_all()
+        return sb
+
+    def _forget_sandbox(self, sb: Sandbox) -> None:
+        with self.store.transaction() as tx:
+            tx.delete_sandbox(sb.id)
+        self.sandboxes.pop(sb.id, None)
+        if self.dns is not None:
+            self.dns.remove_sandbox(sb.id)  # type: ignore[attr-defined]
+
+    def delete_sandbox(self, ref: str, *, force: bool = False) -> Sandbox:
+        with self.lock:
+            sb = self._find(self.sandboxes, ref, "sandbox")
+            assert isinstance(sb, Sandbox)
+            eps = self.endpoints_of_sandbox(sb.id)
+            if eps and not force:
+                raise Conflict(
+                    f"sandbox {sb.name} is connected to {len(eps)} network(s); disconnect it or use force"
+                )
+            self._delete_sandbox(sb)
+            return sb
+
+    def _delete_sandbox(self, sb: Sandbox) -> None:
+        from netstack.kernel import netns
+
+        sb.state = "deleting"
+        self._commit(sandboxes=[sb])
+        for ep in reversed(self.endpoints_of_sandbox(sb.id)):
+            self._disconnect(self.networks[ep.network_id], sb, ep)
+        if sb.owned:
+            netns.delete(sb.key)
+        with contextlib.suppress(FileNotFoundError):
+            for f in ("hosts", "resolv.conf"):
+                os.unlink(self.sandbox_file(sb, f))
+            os.rmdir(os.path.dirname(self.sandbox_file(sb, "hosts")))
+        self._forget_sandbox(sb)
+
+    def sandbox_file(self, sb: Sandbox, name: str) -> str:
+        return os.path.join(self.data_root, "sandboxes", sb.id, name)
+
+    def _write_files(self, sb: Sandbox) -> None:
+        entries = []
+        for ep in self.endpoints_of_sandbox(sb.id):
+            for cidr in (ep.ipv4, ep.ipv6):
+                if cidr:
+                    entries.append((cidr.split("/")[0], [sb.hostname]))
+        sandbox_files.write_atomic(self.sandbox_file(sb, "hosts"), sandbox_files.hosts_content(entries))
+        embedded = self.dns is not None and any(
+            self._driver(self.networks[e.network_id].driver).capability.publishes_ports
+            or self.networks[e.network_id].driver not in ("host", "null")
+            for e in self.endpoints_of_sandbox(sb.id)
+        )
+        host_text = sandbox_files.host_resolv_conf(self.host_resolv_conf)
+        sandbox_files.write_atomic(
+            self.sandbox_file(sb, "resolv.conf"), sandbox_files.resolv_conf(host_text, embedded_dns=embedded)
+        )
+
+    # ------------------------------------------------------- connect/disconnect
+
+    def connect(self, net_ref: str, sb_ref: str, config: EndpointConfig = EndpointConfig()) -> Endpoint:
+        with self.lock:
+            net = self._find(self.networks, net_ref, "network")
+            sb = self._find(self.sandboxes, sb_ref, "sandbox")
+            self._check_endpoint_config(config)
+            return self._connect(net, sb, config)  # type: ignore[arg-type]
+
+    def _check_endpoint_config(self, config: EndpointConfig) -> None:
+        if config.ipv4:
+            validation.parse_address(config.ipv4, "IPv4 address")
+        if config.ipv6:
+            validation.parse_address(config.ipv6, "IPv6 address")
+        for a in config.aliases:
+            validation.check_alias(a)
+
+    def _connect(self, net: Network, sb: Sandbox, config: EndpointConfig) -> Endpoint:
+        if net.state != "ready":
+            raise Conflict(f"network {net.name} is being {net.state}")
+        current = self.endpoints_of_sandbox(sb.id)
+        if any(e.network_id == net.id for e in current):
+            raise Forbidden(f"endpoint with name {sb.name} already exists in network {net.name}")
+        if net.driver == "host":
+            raise Forbidden("a sandbox cannot be connected to the host network; run it in the host namespace")
+        if net.driver == "null" and current or any(self.networks[e.network_id].driver == "null" for e in current):
+            raise Forbidden("a sandbox on the none network cannot be connected to other networks")
+        driver = self._driver(net.driver)
+        ep = Endpoint(
+            id=new_id(), name=sb.name, network_id=net.id, sandbox_id=sb.id, mac=config.mac,
+            aliases=list(config.aliases), gw_priority=config.gw_priority, state="creating",
+            ifname=self._next_ifname(current),
+        )
+        with contextlib.ExitStack() as undo:
+            self._allocate_addresses(net, ep, config, undo)
+            state = dict(driver.create_endpoint(net, ep))
+            undo.callback(driver.delete_endpoint, net, ep)
+            ep.mac = str(state.pop("mac", ep.mac))
+            ep.driver_state = state
+            self._commit(endpoints=[ep])
+            undo.callback(self._forget_endpoint, ep)
+            if net.driver != "null":
+                join = driver.join(net, ep, sb.key, ep.ifname)
+                undo.callback(driver.leave, net, ep, sb.key)
+                ep.driver_state.update(host_ifname=join.host_ifname, gateway4=join.gateway4, gateway6=join.gateway6)
+                self._configure_interface(sb, ep, join)
+            else:
+                self._loopback_up(sb)
+            self.endpoints[ep.id] = ep
+            undo.callback(self.endpoints.pop, ep.id, None)
+            self._add_dns(net, sb, ep)
+            undo.callback(self._remove_dns, net, sb, ep)
+            self._update_gateway(sb)
+            ep.state = "ready"
+            self._commit(endpoints=[ep])
+            self._write_files(sb)
+            undo.pop_all()
+        return ep
+
+    def _next_ifname(self, current: list[Endpoint]) -> str:
+        used = {e.ifname for e in current}
+        n = 0
+        while f"eth{n}" in used:
+            n += 1
+        return f"eth{n}"
+
+    def _allocate_addresses(self, net: Network, ep: Endpoint, config: EndpointConfig, undo: contextlib.ExitStack) -> None:
+        for family, configs, wanted in ((4, net.ipv4, config.ipv4), (6, net.ipv6, config.ipv6)):
+            if wanted and not configs:
+                raise InvalidParameter(f"network {net.name} has no IPv{family} subnet for address {wanted}")
+            if not configs:
+                continue
+            pref = ipaddress.ip_address(wanted) if wanted else None
+            pool = configs[0]
+            if pref is not None:
+                matching = [c for c in configs if pref in ipaddress.ip_network(c.subnet)]
+                if not matching:
+                    raise InvalidParameter(
+                        f"address {wanted} is not in any subnet of network {net.name}"
+                        f" ({', '.join(c.subnet for c in configs)})"
+                    )
+                pool = matching[0]
+            addr = self.ipam.request_address(pool.pool_id, pref)
+            undo.callback(self.ipam.release_address, pool.pool_id, addr)
+            if family == 4:
+                ep.ipv4 = _cidr(str(addr), pool.subnet)
+            else:
+                ep.ipv6 = _cidr(str(addr), pool.subnet)
+
+    def _configure_interface(self, sb: Sandbox, ep: Endpoint, join: object) -> None:
+        from netstack.kernel import links
+
+        addrs = []
+        for cidr in (ep.ipv4, ep.ipv6):
+            if cidr:
+                a, p = cidr.split("/")
+                addrs.append((a, int(p)))
+        with links.in_sandbox(sb.key) as ipr:
+            links.configure_sandbox_iface(
+                ipr, ep.ifname, addresses=addrs,
+                routes=[(r.destination, r.gateway) for r in join.routes],  # type: ignore[attr-defined]
+            )
+
+    def _loopback_up(self, sb: Sandbox) -> None:
+        from netstack.kernel import links
+
+        with links.in_sandbox(sb.key) as ipr:
+            ipr.link("set", index=1, state="up")
+
+    def _forget_endpoint(self, ep: Endpoint) -> None:
+        with self.store.transaction() as tx:
+            tx.delete_endpoint(ep.id)
+        self.endpoints.pop(ep.id, None)
+
+    def disconnect(self, net_ref: str, sb_ref: str, *, force: bool = False) -> None:
+        with self.lock:
+            net = self._find(self.networks, net_ref, "network")
+            sb = self._find(self.sandboxes, sb_ref, "sandbox")
+            ep = next((e for e in self.endpoints_of_sandbox(sb.id) if e.network_id == net.id), None)  # type: ignore[union-attr]
+            if ep is None:
+                raise NotFound(f"sandbox {sb.name} is not connected to network {net.name}")  # type: ignore[union-attr]
+            self._disconnect(net, sb, ep)  # type: ignore[arg-type]
+
+    def _disconnect_quiet(self, net: Network, sb: Sandbox) -> None:
+        ep = next((e for e in self.endpoints_of_sandbox(sb.id) if e.network_id == net.id), None)
+        if ep is not None:
+            self._disconnect(net, sb, ep)
+
+    def _disconnect(self, net: Network, sb: Sandbox, ep: Endpoint) -> None:
+        """Leave, backwards.  Carries on past failures (a vanished sandbox,
+        links already gone) so that nothing is left half-removed."""
+        ep.state = "deleting"
+        self._commit(endpoints=[ep])
+        driver = self._driver(net.driver)
+        errors = self._collect(
+            lambda: self._unpublish(sb, ep),
+            lambda: self._remove_dns(net, sb, ep),
+            lambda: driver.leave(net, ep, sb.key),
+            lambda: driver.delete_endpoint(net, ep),
+        )
+        self._release_addresses(net, ep)
+        self._forget_endpoint(ep)
+        if sb.state != "deleting":
+            errors += self._collect(lambda: self._update_gateway(sb), lambda: self._write_files(sb))
+        if errors:
+            log.warning("disconnect of %s from %s had errors: %s", sb.name, net.name, errors)
+
+    def _release_addresses(self, net: Network, ep: Endpoint) -> None:
+        for cidr, configs in ((ep.ipv4, net.ipv4), (ep.ipv6, net.ipv6)):
+            if not cidr:
+                continue
+            addr = ipaddress.ip_interface(cidr).ip
+            for c in configs:
+                if addr in ipaddress.ip_network(c.subnet):
+                    self.ipam.release_address(c.pool_id, addr)
+
+    @staticmethod
+    def _collect(*steps: Callable[[], object]) -> list[str]:
+        errors = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # teardown goes on; errors reported together
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return errors
+
+    # ------------------------------------------------------ gateway & ports
+
+    def gateway_endpoint(self, sb: Sandbox) -> Endpoint | None:
+        """Docker's rule: gateway priority, then not internal, then
+        dual-stack, then network name."""
+        candidates = [
+            e for e in self.endpoints_of_sandbox(sb.id)
+            if e.state != "deleting" and (e.driver_state.get("gateway4") or e.driver_state.get("gateway6"))
+        ]
+        if not candidates:
+            return None
+
+        def key(e: Endpoint) -> tuple:
+            n = self.networks[e.network_id]
+            dual = bool(e.driver_state.get("gateway4")) and bool(e.driver_state.get("gateway6"))
+            return (-e.gw_priority, n.internal, not dual, n.name)
+
+        return min(candidates, key=key)
+
+    def _update_gateway(self, sb: Sandbox) -> None:
+        """Point the default routes at the gateway endpoint and keep the
+        sandbox's published ports on it."""
+        from netstack.kernel import links
+
+        gw = self.gateway_endpoint(sb)
+        current = next((e for e in self.endpoints_of_sandbox(sb.id) if e.driver_state.get("is_gateway")), None)
+        with links.in_sandbox(sb.key) as ipr:
+            for family, key, default in ((4, "gateway4", "0.0.0.0/0"), (6, "gateway6", "::/0")):
+                addr = str(gw.driver_state.get(key, "")) if gw else ""
+                if addr:
+                    links.add_route(ipr, default, addr, oif=links.index_of(ipr, gw.ifname))
+                else:
+                    links.delete_route(ipr, default)
+        if current is not None and current is not gw:
+            self._unpublish(sb, current)
+            current.driver_state.pop("is_gateway", None)
+            self._commit(endpoints=[current])
+        if gw is not None and current is not gw:
+            gw.driver_state["is_gateway"] = True
+            self._publish(sb, gw)
+
+    def _port_rules(self, sb: Sandbox, ep: Endpoint) -> object | None:
+        net = self.networks.get(ep.network_id)
+        if net is None or not sb.ports or not self._driver(net.driver).capability.publishes_ports:
+            return None
+        if net.internal:
+            return None
+        from netstack.kernel.firewall import PortRules
+
+        cfg = self._driver(net.driver).config(net)  # type: ignore[attr-defined]
+        bindings = tuple(
+            replace(b, host_ip=cfg.host_binding_ipv4) if not b.host_ip and cfg.host_binding_ipv4 else b
+            for b in sb.ports
+        )
+        return PortRules(
+            endpoint_id=ep.id, bridge=str(net.driver_state["bridge"]),
+            ipv4=ep.ipv4.split("/")[0] if ep.ipv4 else "", ipv6=ep.ipv6.split("/")[0] if ep.ipv6 else "",
+            bindings=bindings,
+        )
+
+    def _publish(self, sb: Sandbox, ep: Endpoint) -> None:
+        rules = self._port_rules(sb, ep)
+        if rules is not None:
+            self.firewall.add_ports(rules)  # type: ignore[attr-defined]
+            ep.ports = list(rules.bindings)  # type: ignore[attr-defined]
+
+    def _unpublish(self, sb: Sandbox, ep: Endpoint) -> None:
+        if not ep.driver_state.get("is_gateway"):
+            return
+        rules = self._port_rules(sb, ep)
+        if rules is not None:
+            self.firewall.remove_ports(rules)  # type: ignore[attr-defined]
+        ep.ports = []
+
+    # -------------------------------------------------------------------- DNS
+
+    def _dns_names(self, sb: Sandbox, ep: Endpoint) -> list[str]:
+        names = [sb.name, *ep.aliases]
+        if sb.hostname and sb.hostname not in names:
+            names.append(sb.hostname)
+        return names
+
+    def _add_dns(self, net: Network, sb: Sandbox, ep: Endpoint) -> None:
+        if self.dns is None:
+            return
+        self.dns.add_endpoint(net, sb, ep, self._dns_names(sb, ep), self.endpoints_of_sandbox(sb.id))  # type: ignore[attr-defined]
+
+    def _remove_dns(self, net: Network, sb: Sandbox, ep: Endpoint) -> None:
+        if self.dns is None:
+            return
+        remaining = [e for e in self.endpoints_of_sandbox(sb.id) if e.id != ep.id]
+        self.dns.remove_endpoint(net, sb, ep, remaining)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ store
+
+    def _commit(self, networks: Iterable[Network] = (), sandboxes: Iterable[Sandbox] = (),
+                endpoints: Iterable[Endpoint] = ()) -> None:
+        with self.store.transaction() as tx:
+            for n in networks:
+                tx.put_network(n)
+                self.networks[n.id] = n
+            for s in sandboxes:
+                tx.put_sandbox(s)
+                self.sandboxes[s.id] = s
+            for e in endpoints:
+                tx.put_endpoint(e)
+
+    # ---------------------------------------------------------------- start-up
+
+    def start(self) -> list[str]:
+        """Load the store, replay IPAM, finish or undo interrupted
+        operations, repair drift with the kernel, and make sure the
+        predefined networks exist.  Returns what it repaired."""
+        from netstack.controller_recovery import recover
+
+        with self.lock:
+            self.repairs = recover(self)
+            for name, driver in PREDEFINED_DRIVERS.items():
+                if not any(n.name == name for n in self.networks.values()):
+                    self._create_network(NetworkCreate(name=name, driver=driver), predefined=True)
+            return self.repairs
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _bind_netns(source: str, target: str) -> None:
+    from netstack.kernel import netns
+
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "w"):
+        pass
+    try:
+        netns.mount(source, target, None, netns.MS_BIND)
+    except OSError as exc:
+        os.unlink(target)
+        raise InvalidParameter(f"cannot use the network namespace of {source}: {exc.strerror}") from exc

@@ -1,0 +1,246 @@
+"""Links, addresses and routes through netlink (pyroute2).
+
+The only module that speaks rtnetlink.  Every function takes the `IPRoute`
+handle of the namespace it works in: `host()` for the daemon's own
+namespace, `in_sandbox(path)` for a sandbox's (the socket is opened by a
+short-lived thread that enters the namespace, which is ~6x cheaper than
+pyroute2's fork-based `IPRoute(netns=...)`).
+
+Links pynet makes carry an alias `pynet:<kind>:<owner id>` so that start-up
+can tell its own links from everybody else's (Docker names bridges
+`br-<id12>` too) and remove orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+from typing import Iterator
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netstack.errors import Conflict, Internal, InvalidParameter, NotFound, Unavailable
+from netstack.kernel.netns import run_in_netns
+
+ALIAS_PREFIX = "pynet:"
+IFNAMSIZ = 15
+
+
+def host() -> IPRoute:
+    """A handle on the calling thread's (the daemon's) namespace."""
+    return IPRoute()
+
+
+@contextlib.contextmanager
+def in_sandbox(path: str) -> Iterator[IPRoute]:
+    sock = run_in_netns(
+        path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+    )
+    ipr = IPRoute(use_socket=sock)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+        sock.close()
+
+
+def alias_for(kind: str, owner: str) -> str:
+    return f"{ALIAS_PREFIX}{kind}:{owner}"
+
+
+def check_ifname(name: str, what: str = "interface name") -> None:
+    if not name or len(name) > IFNAMSIZ or "/" in name or any(c.isspace() for c in name) or name in (".", ".."):
+        raise InvalidParameter(f"invalid {what} {name!r}: 1 to {IFNAMSIZ} characters, no '/' or spaces")
+
+
+def _translate(exc: NetlinkError, what: str) -> Exception:
+    code = exc.code
+    if code == errno.EEXIST:
+        return Conflict(f"{what}: already exists")
+    if code in (errno.ENODEV, errno.ENOENT):
+        return NotFound(f"{what}: no such device")
+    if code == errno.EOPNOTSUPP:
+        return Unavailable(f"{what}: not supported by this kernel")
+    if code == errno.EINVAL:
+        return InvalidParameter(f"{what}: invalid argument")
+    return Internal(f"{what}: {os.strerror(code) if code > 0 else exc}")
+
+
+def index_of(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link_info(ipr: IPRoute, name: str) -> dict[str, object] | None:
+    """kind, alias, mtu, state and master index of a link, or None."""
+    idx = index_of(ipr, name)
+    if idx is None:
+        return None
+    msg = ipr.get_links(idx)[0]
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    kind = linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo else None
+    return {
+        "index": idx,
+        "kind": kind,
+        "alias": msg.get_attr("IFLA_IFALIAS") or "",
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "up": bool(msg["flags"] & 1),
+        "operstate": msg.get_attr("IFLA_OPERSTATE"),
+        "master": msg.get_attr("IFLA_MASTER"),
+        "link": msg.get_attr("IFLA_LINK"),
+        "address": msg.get_attr("IFLA_ADDRESS"),
+    }
+
+
+def owned_links(ipr: IPRoute, kind: str) -> dict[str, str]:
+    """ifname -> owner id of every link whose alias says pynet made it as `kind`."""
+    prefix = alias_for(kind, "")
+    out: dict[str, str] = {}
+    for msg in ipr.get_links():
+        alias = msg.get_attr("IFLA_IFALIAS") or ""
+        if alias.startswith(prefix):
+            out[msg.get_attr("IFLA_IFNAME")] = alias[len(prefix):]
+    return out
+
+
+def create_bridge(ipr: IPRoute, name: str, *, alias: str, mtu: int, addresses: list[tuple[str, int]]) -> None:
+    """A bridge with its gateway addresses, up.  Removed again if any step fails."""
+    try:
+        ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+    except NetlinkError as exc:
+        raise _translate(exc, f"bridge {name}") from exc
+    try:
+        idx = index_of(ipr, name)
+        ipr.link("set", index=idx, ifalias=alias)
+        for address, prefixlen in addresses:
+            if ":" in address:
+                _sysctl_if(6, name, "disable_ipv6", "0")
+            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen, **_nodad(address))
+        ipr.link("set", index=idx, state="up")
+    except (NetlinkError, OSError) as exc:
+        delete_link(ipr, name)
+        raise Internal(f"bridge {name}: {exc}") from exc
+
+
+def _nodad(address: str) -> dict[str, int]:
+    # IFA_F_NODAD: a gateway address must be usable at once, not after DAD.
+    return {"flags": 0x02} if ":" in address else {}
+
+
+def delete_link(ipr: IPRoute, name: str) -> None:
+    """Delete a link; a link already gone is fine."""
+    idx = index_of(ipr, name)
+    if idx is None:
+        return
+    try:
+        ipr.link("del", index=idx)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ENODEV, errno.ENOENT):
+            raise _translate(exc, f"delete {name}") from exc
+
+
+def create_veth_into(
+    ipr: IPRoute, host_name: str, *, alias: str, master: str, mtu: int,
+    sandbox_fd: int, peer_name: str, peer_mac: str,
+) -> None:
+    """A veth pair whose peer is born inside the sandbox (no move, which
+    costs a grace period), host end enslaved to `master` and up."""
+    master_idx = index_of(ipr, master)
+    if master_idx is None:
+        raise NotFound(f"bridge {master} does not exist")
+    try:
+        ipr.link(
+            "add", ifname=host_name, kind="veth", mtu=mtu,
+            peer={"ifname": peer_name, "net_ns_fd": sandbox_fd, "address": peer_mac, "mtu": mtu},
+        )
+    except NetlinkError as exc:
+        raise _translate(exc, f"veth {host_name}/{peer_name}") from exc
+    try:
+        idx = index_of(ipr, host_name)
+        ipr.link("set", index=idx, master=master_idx, ifalias=alias, state="up")
+    except NetlinkError as exc:
+        delete_link(ipr, host_name)
+        raise _translate(exc, f"veth {host_name}") from exc
+
+
+def configure_sandbox_iface(
+    ipr: IPRoute, name: str, *, addresses: list[tuple[str, int]], routes: list[tuple[str, str]],
+) -> None:
+    """Inside the sandbox: loopback up, addresses on `name`, link up, routes
+    (destination CIDR, gateway or "" for on-link)."""
+    ipr.link("set", index=1, state="up")
+    idx = index_of(ipr, name)
+    if idx is None:
+        raise NotFound(f"interface {name} is missing in the sandbox")
+    for address, prefixlen in addresses:
+        ipr.addr("add", index=idx, address=address, prefixlen=prefixlen, **_nodad(address))
+    ipr.link("set", index=idx, state="up")
+    for dst, gateway in routes:
+        add_route(ipr, dst, gateway, oif=idx)
+
+
+def add_route(ipr: IPRoute, dst: str, gateway: str, *, oif: int | None = None) -> None:
+    args: dict[str, object] = {"dst": dst}
+    if gateway:
+        args["gateway"] = gateway
+    if oif is not None:
+        args["oif"] = oif
+    if ":" in dst:
+        args["family"] = socket.AF_INET6
+    try:
+        ipr.route("replace", **args)
+    except NetlinkError as exc:
+        raise _translate(exc, f"route {dst} via {gateway or 'link'}") from exc
+
+
+def delete_route(ipr: IPRoute, dst: str) -> None:
+    args: dict[str, object] = {"dst": dst}
+    if ":" in dst:
+        args["family"] = socket.AF_INET6
+    try:
+        ipr.route("del", **args)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+            raise _translate(exc, f"route {dst}") from exc
+
+
+def routed_networks(ipr: IPRoute) -> list[str]:
+    """Destinations (CIDR) of the namespace's routes, for IPAM to avoid;
+    the default route is not a conflict."""
+    out: list[str] = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for r in ipr.get_routes(family=family, table=254):
+            dst = r.get_attr("RTA_DST")
+            if dst and r["dst_len"] > 0:
+                out.append(f"{dst}/{r['dst_len']}")
+    return out
+
+
+def _sysctl_if(version: int, ifname: str, key: str, value: str) -> None:
+    """Set a per-interface sysctl of pynet's own link in the calling thread's namespace."""
+    path = f"/proc/sys/net/ipv{version}/conf/{ifname}/{key}"
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        raise Internal(f"cannot set {path}: {exc.strerror}") from exc
+
+
+def set_if_sysctl(version: int, ifname: str, key: str, value: str) -> None:
+    _sysctl_if(version, ifname, key, value)
+
+
+def set_sysctl(path: str, value: str) -> None:
+    """A namespace-wide sysctl (e.g. net/ipv4/ip_forward) of the calling thread's namespace."""
+    full = f"/proc/sys/{path}"
+    try:
+        with open(full) as f:
+            if f.read().strip() == value:
+                return
+        with open(full, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        raise Internal(f"cannot set {full}: {exc.strerror}") from exc
