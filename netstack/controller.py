@@ -321,7 +321,7 @@ class Controller:
         taken = [b for s in self.sandboxes.values() for b in s.ports]
         portspec.check_clashes(wanted, taken)
         bindings = portspec.assign_host_ports(wanted, taken)
-        for _, a in req.networks:
+        for a in req.networks:
             self._check_endpoint_config(a.config)
         sb = Sandbox(
             id=sid, name=name, hostname=req.hostname or sid[:12], key=req.key,
