@@ -471,12 +471,12 @@ class DnsServer:
             self._reply_pending(p, p.query[:2] + data[2:])
 
     def _reply_pending(self, p: _Pending, response: bytes) -> None:
+        self._finish(p)  # first, so the bound is free by the time the client has its answer
         if not p.client.sandbox or not p.client.sandbox.closed:
             try:
                 p.client.sock.sendto(response, p.addr)  # type: ignore[arg-type]
             except OSError:
                 self.counters["send_errors"] += 1
-        self._finish(p)
 
     def _close_attempt(self, p: _Pending) -> None:
         if p.sock is not None:
