@@ -36,7 +36,13 @@ including entering the namespace).  Rules are built once per operation and
 never re-listed, so the growth is libiptc's whole-table read/commit.  500
 published ports = 1000 rules (one DNAT and one INBOUND accept per port).
 That per-operation cost growing with the table is the case for an nftables
-backend (sets/maps, incremental updates) behind the same Protocol.  Shifted port ranges (8000-8010:80-90) use one DNAT rule
+backend (sets/maps, incremental updates) behind the same Protocol.
+
+IPv6 nat goes through ``ip6tables-legacy-save``/``-restore`` (still one
+atomic commit): python-iptables cannot load the IPv6 NAT targets in a
+process that already loaded them for IPv4 (see netstack.kernel.iptables).
+
+Shifted port ranges (8000-8010:80-90) use one DNAT rule
 (revision 2 "shifted portmap", ``--to-destination C:80-90/8000``) when the
 kernel accepts it, probed once per backend; otherwise one rule per port.
 
