@@ -41,6 +41,7 @@ from netstack.requests import Attachment, EndpointConfig, NetworkCreate, Sandbox
 from netstack.sandbox import Sandbox
 from netstack.store import Store
 from netstack import validation
+from netstack.faults import crashpoint
 
 log = logging.getLogger("pynet.controller")
 
@@ -187,8 +188,10 @@ class Controller:
                 net.ipv6 = self._allocate_pools(net, v6, undo, driver.capability.needs_gateway)
             self._commit(networks=[net])
             undo.callback(self._forget_network, net)
+            crashpoint("network-create:stored")
             net.driver_state = dict(driver.create_network(net))
             undo.callback(driver.delete_network, net)
+            crashpoint("network-create:kernel")
             self._program_network(net, driver)
             undo.callback(self._unprogram_network, net, driver)
             net.state = "ready"
@@ -252,6 +255,7 @@ class Controller:
     def _delete_network(self, net: Network) -> None:
         net.state = "deleting"
         self._commit(networks=[net])
+        crashpoint("network-delete:marked")
         driver = self._driver(net.driver)
         errors = self._collect(
             lambda: self._unprogram_network(net, driver),
@@ -447,6 +451,7 @@ class Controller:
             if net.driver != "null":
                 join = driver.join(net, ep, sb.key, ep.ifname)
                 undo.callback(driver.leave, net, ep, sb.key)
+                crashpoint("connect:joined")
                 ep.driver_state.update(host_ifname=join.host_ifname, gateway4=join.gateway4, gateway6=join.gateway6)
                 self._configure_interface(sb, ep, join)
             else:
@@ -632,6 +637,9 @@ class Controller:
     def _publish(self, sb: Sandbox, ep: Endpoint) -> None:
         rules = self._port_rules(sb, ep)
         if rules is not None:
+            from netstack.kernel import links
+
+            links.set_hairpin(str(ep.driver_state["host_ifname"]))
             self.firewall.add_ports(rules)  # type: ignore[attr-defined]
             ep.ports = list(rules.bindings)  # type: ignore[attr-defined]
 

@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         repairs = ctrl.start()
         for r in repairs:
             log.info("start-up repair: %s", r)
+        from netstack import faults
+
+        faults.arm()
     except PynetError as exc:
         print(f"pynetd: {exc.message}", file=sys.stderr)
         return 1

@@ -244,3 +244,16 @@ def set_sysctl(path: str, value: str) -> None:
             f.write(value)
     except OSError as exc:
         raise Internal(f"cannot set {full}: {exc.strerror}") from exc
+
+
+def set_hairpin(ifname: str) -> None:
+    """Let a bridge port send frames back out where they came in, so a
+    sandbox reaches its own published port when br_netfilter bridges the
+    DNAT'd frame.  pyroute2 has no bridge-port attribute for it, so this
+    one setting goes through iproute2's `bridge` tool."""
+    import subprocess
+
+    proc = subprocess.run(["bridge", "link", "set", "dev", ifname, "hairpin", "on"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise Internal(f"cannot set hairpin mode on {ifname}: {proc.stderr.strip()}")
