@@ -38,7 +38,7 @@ from dnslib import (AAAA, CLASS, EDNS0, PTR, QTYPE, RCODE, RR, A, DNSHeader,
 
 from netstack.dns.backend import NameBackend
 
-__all__ = ["Answer", "Forward", "Resolver", "TTL", "UDP_PAYLOAD"]
+__all__ = ["Answer", "Forward", "Resolver", "TTL", "UDP_PAYLOAD", "question_key"]
 
 TTL = 600
 #: our EDNS payload size: the DNS flag day 2020 value, never fragmented
@@ -73,6 +73,14 @@ def _error(packet: bytes, rcode: int) -> Answer:
     opcode = packet[2] & 0x78
     header = packet[:2] + bytes([0x80 | opcode | rd, 0x80 | rcode]) + bytes(8)
     return Answer((header,), cacheable=False)
+
+
+def question_key(packet: bytes) -> bytes:
+    """The first question's bytes, lowercased: name, type and class."""
+    i = 12
+    while i < len(packet) and packet[i]:
+        i += 1 + packet[i]
+    return packet[12:i + 5].lower()
 
 
 def _qname_text(qname: DNSLabel) -> str | None:
@@ -118,9 +126,17 @@ class Resolver:
         responses = result.responses
         if len(responses) == 1:
             return responses[0]
+        return self.pick(sandbox_id, bytes(packet), responses)
+
+    def pick(self, sandbox_id: str, packet: bytes, responses: tuple[bytes, ...]) -> bytes:
+        """The next round-robin rotation for this sandbox and question.
+        Keyed by the question, not the whole query, since queries carrying
+        an EDNS cookie (dig's default) are all different."""
+        if len(responses) == 1:
+            return responses[0]
         if len(self._turns) > 4096:
             self._turns.clear()
-        key = (sandbox_id, bytes(packet[2:]))
+        key = (sandbox_id, question_key(packet))
         turn = self._turns.get(key, 0)
         self._turns[key] = turn + 1
         return responses[turn % len(responses)]

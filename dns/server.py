@@ -46,7 +46,7 @@ from dnslib import RCODE
 
 from netstack.dns.backend import NameBackend
 from netstack.dns.resolvconf import EMBEDDED_ADDRESS, host_upstreams
-from netstack.dns.resolver import Answer, Forward, Resolver
+from netstack.dns.resolver import Answer, Forward, Resolver, question_key
 from netstack.kernel.netns import run_in_netns
 
 __all__ = ["DnsServer", "open_sandbox_sockets"]
@@ -139,14 +139,6 @@ class _Pending:
     sock: socket.socket | None = None
     txid: bytes = b""
     done: bool = False
-
-
-def _question_section(packet: bytes) -> bytes:
-    """Bytes of the first question (the resolver has parsed it already)."""
-    i = 12
-    while packet[i]:
-        i += 1 + packet[i]
-    return packet[12:i + 5].lower()
 
 
 class DnsServer:
@@ -394,7 +386,7 @@ class DnsServer:
             return
         responses = result.responses
         try:
-            u.sock.sendto(responses[0], addr)
+            u.sock.sendto(self.resolver.pick(u.sandbox.sandbox_id, data, responses), addr)
         except OSError:
             self.counters["send_errors"] += 1
         if result.cacheable:
@@ -407,8 +399,7 @@ class DnsServer:
             u.cache.clear()  # a bounded cache; the hot names come back in one miss each
             u.cache_bytes = 0
         u.cache_bytes += size
-        # The miss was answered with rotation 0; hits continue from rotation 1.
-        u.cache[key] = tails[0] if len(tails) == 1 else itertools.cycle(tails[1:] + tails[:1])
+        u.cache[key] = tails[0] if len(tails) == 1 else itertools.cycle(tails)
 
     # -- forwarding over UDP -------------------------------------------------
 
@@ -418,10 +409,7 @@ class DnsServer:
             self.counters["forward_refused" if self.upstreams else "forward_failed"] += 1
             u.sock.sendto(self.resolver.error_reply(data, rcode, tcp=False), addr)
             return
-        question = _safe_question(data)
-        if question is None:
-            u.sock.sendto(self.resolver.error_reply(data, RCODE.FORMERR, tcp=False), addr)
-            return
+        question = question_key(data)
         self.counters["forwarded"] += 1
         self._inflight += 1
         p = _Pending(u, addr, data, question)
@@ -462,7 +450,7 @@ class DnsServer:
                 self._next_attempt(p)
                 return
             if (len(data) < 12 or data[:2] != p.txid or not data[2] & 0x80
-                    or _safe_question(data) != p.question):
+                    or question_key(data) != p.question):
                 self.counters["upstream_mismatch"] += 1
                 continue
             if data[3] & 0x0F in (RCODE.SERVFAIL, RCODE.REFUSED) and p.attempt + 1 < len(self.upstreams):
@@ -630,13 +618,6 @@ class DnsServer:
             conn.closed = True
             conn.sandbox.conns.discard(conn)
             self._unregister_close(conn.sock)
-
-
-def _safe_question(packet: bytes) -> bytes | None:
-    try:
-        return _question_section(packet)
-    except IndexError:
-        return None
 
 
 def _tcp_exchange(msg: bytes, upstreams: list[tuple[str, int]], timeout: float) -> bytes | None:
