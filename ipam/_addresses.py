@@ -160,9 +160,9 @@ class AddressSet:
         """The lowest free address of the whole pool (gateway choice)."""
         return self.next_free(self.first, self.last)
 
-    def next_serial(self) -> int | None:
-        """A free address of [lo, hi], taken serially: the search starts just
-        after the address handed out last and wraps around.
+    def take_serial(self) -> int | None:
+        """Take a free address of [lo, hi], chosen serially: the search
+        starts just after the address handed out last and wraps around.
 
         Round-robin rather than lowest-free so that an address released a
         moment ago (a container that just stopped) is not handed straight to
@@ -175,4 +175,5 @@ class AddressSet:
             found = self.next_free(self.lo, start - 1)
         if found is not None:
             self._cursor = found
+            self.take(found)
         return found

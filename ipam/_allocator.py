@@ -9,7 +9,7 @@ calls; the allocator takes no lock.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from netstack.errors import Conflict, InvalidParameter, NotFound, Unavailable
@@ -41,6 +41,7 @@ class _PoolState:
     network: IPNetwork
     sub_pool: IPNetwork | None
     addresses: AddressSet
+    make: Callable[[int], IPAddress]  # int -> address of the pool's family
 
 
 def _reserved_edges(network: IPNetwork) -> tuple[int, ...]:
@@ -90,7 +91,10 @@ class DefaultIpam:
             network = request.pool
             self._check_explicit(request, network)
         sub_pool = request.sub_pool
-        state = _PoolState(space, network, sub_pool, self._address_set(network, sub_pool))
+        make = ipaddress.IPv6Address if network.version == 6 else ipaddress.IPv4Address
+        state = _PoolState(
+            space, network, sub_pool, self._address_set(network, sub_pool), make
+        )
         for aux in request.aux_addresses:
             state.addresses.reserve(int(aux))
         pool_id = f"{space}/{network}" + (f"/{sub_pool}" if sub_pool else "")
@@ -167,26 +171,28 @@ class DefaultIpam:
     def request_address(
         self, pool_id: str, preferred: IPAddress | None = None, *, gateway: bool = False
     ) -> IPAddress:
-        state = self._state(pool_id)
+        state = self._pools.get(pool_id) or self._state(pool_id)
         addresses = state.addresses
         if preferred is not None:
+            # A static address (or a user-given gateway) may lie anywhere in
+            # the pool, outside the sub-pool too; it leaves the cursor alone.
             address = self._check_preferred(state, preferred)
+            addresses.take(address)
+            return state.make(address)
+        if gateway:
+            # The first free address of the whole pool, as Docker picks it;
+            # it does not move the serial cursor either.
+            found = addresses.first_free()
+            if found is not None:
+                addresses.take(found)
         else:
-            # The gateway is the first free address of the whole pool, as
-            # Docker picks it; endpoints are served serially from the
-            # sub-pool.  Neither a gateway nor a static address moves the
-            # serial cursor.
-            found = addresses.first_free() if gateway else addresses.next_serial()
-            if found is None:
-                raise Unavailable(f"no available addresses in pool {state.network}")
-            address = found
-        addresses.take(address)
-        if state.network.version == 6:
-            return ipaddress.IPv6Address(address)
-        return ipaddress.IPv4Address(address)
+            found = addresses.take_serial()
+        if found is None:
+            raise Unavailable(f"no available addresses in pool {state.network}")
+        return state.make(found)
 
     def release_address(self, pool_id: str, address: IPAddress) -> None:
-        state = self._state(pool_id)
+        state = self._pools.get(pool_id) or self._state(pool_id)
         addresses, value = state.addresses, int(address)
         if address.version != state.network.version or not (
             addresses.first <= value <= addresses.last
