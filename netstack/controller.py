@@ -398,8 +398,7 @@ class Controller:
                     entries.append((cidr.split("/")[0], [sb.hostname]))
         sandbox_files.write_atomic(self.sandbox_file(sb, "hosts"), sandbox_files.hosts_content(entries))
         embedded = self.dns is not None and any(
-            self._driver(self.networks[e.network_id].driver).capability.publishes_ports
-            or self.networks[e.network_id].driver not in ("host", "null")
+            self.dns.serves(self.networks[e.network_id].driver)  # type: ignore[attr-defined]
             for e in self.endpoints_of_sandbox(sb.id)
         )
         host_text = sandbox_files.host_resolv_conf(self.host_resolv_conf)

@@ -89,7 +89,16 @@ def recover(ctrl: "Controller") -> list[str]:
     _remove_orphan_links(ctrl, note)
     _sync_firewall(ctrl)
     _repair_endpoints(ctrl, note)
+    _restore_dns(ctrl)
     return repairs
+
+
+def _restore_dns(ctrl: "Controller") -> None:
+    """Records and listeners live in memory: rebuild them from the store."""
+    for ep in ctrl.endpoints.values():
+        sb = ctrl.sandboxes.get(ep.sandbox_id)
+        if sb is not None:
+            ctrl._add_dns(ctrl.networks[ep.network_id], sb, ep)
 
 
 def _replay_ipam(ctrl: "Controller", nets: list["Network"], eps: list["Endpoint"], note) -> None:

@@ -42,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tlskey", default="")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-dns", action="store_true", help="disable the embedded DNS resolver")
+    p.add_argument("--dns-upstream", action="append", default=[], metavar="ADDR[:PORT]",
+                   help="upstream resolver for names the embedded DNS does not know"
+                        " (default: the nameservers of --resolv-conf)")
+    p.add_argument("--resolv-conf", default="/etc/resolv.conf",
+                   help="the host's resolv.conf: upstreams, search domains and options (default /etc/resolv.conf)")
     p.add_argument("--firewall", default="iptables", choices=["iptables", "none"],
                    help="firewall backend (default iptables)")
     return p.parse_args(argv)
@@ -121,16 +126,28 @@ def build_controller(args: argparse.Namespace) -> Any:
         firewall.setup()
     dns = None
     if not args.no_dns:
-        dns = _build_dns()
-    return Controller(args.data_root, exec_root=args.exec_root, firewall=firewall, dns=dns)
+        from netstack.sandbox_dns import SandboxDns, iptables_redirect
+
+        # Without a firewall there is no DNAT: the resolver then binds port 53 itself.
+        redirect = None if args.firewall == "none" else iptables_redirect
+        dns = SandboxDns(upstreams=parse_upstreams(args), redirect=redirect)
+    return Controller(args.data_root, exec_root=args.exec_root, firewall=firewall, dns=dns,
+                      host_resolv_conf=args.resolv_conf)
 
 
-def _build_dns() -> Any:
-    try:
-        from netstack.sandbox_dns import SandboxDns
-    except ImportError:
-        return None
-    return SandboxDns()
+def parse_upstreams(args: argparse.Namespace) -> list[tuple[str, int]]:
+    from netstack.dns.resolvconf import host_upstreams
+
+    if not args.dns_upstream:
+        return host_upstreams(args.resolv_conf)
+    out = []
+    for u in args.dns_upstream:
+        addr, _, port = u.rpartition(":") if u.count(":") == 1 else (u, "", "53")
+        try:
+            out.append((addr, int(port or 53)))
+        except ValueError:
+            raise InvalidParameter(f"invalid --dns-upstream {u!r}: expected ADDR[:PORT]") from None
+    return out
 
 
 async def serve(args: argparse.Namespace, ctrl: Any, listeners: list[tuple[str, str]]) -> None:

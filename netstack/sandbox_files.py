@@ -14,8 +14,6 @@ HOSTS_HEADER = (
     "ff02::2\tip6-allrouters\n"
 )
 
-EMBEDDED_DNS = "127.0.0.11"
-
 
 def hosts_content(entries: list[tuple[str, list[str]]]) -> str:
     """entries: (address, names) of the sandbox's own endpoints."""
@@ -35,33 +33,19 @@ def host_resolv_conf(path: str = "/etc/resolv.conf") -> str:
 
 
 def resolv_conf(host_text: str, *, embedded_dns: bool) -> str:
-    """With the embedded resolver: nameserver 127.0.0.11, the host's search
-    and options kept, ndots:0 unless set (as Docker).  Without: the host's
-    file minus loopback nameservers, which mean nothing in a sandbox."""
-    search: list[str] = []
-    options: list[str] = []
-    servers: list[str] = []
+    """With the embedded resolver: Docker's file (nameserver 127.0.0.11, the
+    host's search and options, ndots:0).  Without: the host's file minus
+    loopback nameservers, which mean nothing inside a sandbox."""
+    from netstack.dns.resolvconf import sandbox_resolv_conf
+
+    if embedded_dns:
+        return sandbox_resolv_conf(host_text)
+    out = []
     for line in host_text.splitlines():
         words = line.split()
-        if not words or words[0].startswith(("#", ";")):
+        if words[:1] == ["nameserver"] and len(words) > 1 and (words[1].startswith("127.") or words[1] == "::1"):
             continue
-        if words[0] == "nameserver" and len(words) > 1:
-            servers.append(words[1])
-        elif words[0] in ("search", "domain"):
-            search = words[1:]
-        elif words[0] == "options":
-            options.extend(words[1:])
-    out: list[str] = []
-    if embedded_dns:
-        out.append(f"nameserver {EMBEDDED_DNS}")
-        if not any(o.startswith("ndots:") for o in options):
-            options.append("ndots:0")
-    else:
-        out.extend(f"nameserver {s}" for s in servers if not s.startswith("127.") and s != "::1")
-    if search:
-        out.append("search " + " ".join(search))
-    if options:
-        out.append("options " + " ".join(options))
+        out.append(line)
     return "\n".join(out) + "\n"
 
 
