@@ -232,10 +232,11 @@ def enter(netns_path: str, binds: dict[str, str | None]) -> None:
 
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
-    def check(rc: int, what: str) -> None:
+    def check(rc: int, what: str, einval: str = "") -> None:
         if rc != 0:
             err = ctypes.get_errno()
-            raise CliError(f"{what}: {os.strerror(err)}")
+            hint = f" ({einval})" if einval and err == 22 else ""
+            raise CliError(f"{what}: {os.strerror(err)}{hint}")
 
     try:
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -248,7 +249,11 @@ def enter(netns_path: str, binds: dict[str, str | None]) -> None:
         for target, source in binds.items():
             if source and os.path.exists(source) and os.path.exists(target):
                 check(libc.mount(source.encode(), target.encode(), None, MS_BIND, None), f"bind-mounting {source} on {target}")
-        check(libc.setns(fd, CLONE_NEWNET), f"entering network namespace {netns_path}")
+        check(
+            libc.setns(fd, CLONE_NEWNET),
+            f"entering network namespace {netns_path}",
+            "not a network namespace here: is pynetd running in another mount namespace?",
+        )
     finally:
         os.close(fd)
 
