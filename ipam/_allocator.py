@@ -144,7 +144,7 @@ class DefaultIpam:
         ):
             raise InvalidParameter(f"ip-range {sub_pool} is not inside pool {network}")
         for aux in request.aux_addresses:
-            if aux not in network:
+            if aux.version != network.version or aux not in network:
                 raise InvalidParameter(
                     f"auxiliary address {aux} is not inside pool {network}"
                 )

@@ -199,6 +199,8 @@ def test_aux_addresses_are_reserved(ipam: DefaultIpam) -> None:
 def test_aux_address_outside_pool(ipam: DefaultIpam) -> None:
     with pytest.raises(InvalidParameter, match=r"10\.9\.9\.9.*10\.4\.0\.0/29"):
         ipam.request_pool(req("10.4.0.0/29", aux_addresses=(ip("10.9.9.9"),)))
+    with pytest.raises(InvalidParameter, match="0.0.0.5"):
+        ipam.request_pool(req("::/64", aux_addresses=(ip("0.0.0.5"),)))
 
 
 # -- reserved addresses ------------------------------------------------------
