@@ -49,9 +49,6 @@ class AddressSet:
     def __contains__(self, address: int) -> bool:
         return address in self._used
 
-    def is_reserved(self, address: int) -> bool:
-        return address in self._reserved
-
     def reserve(self, address: int) -> None:
         """Take `address` for good (idempotent)."""
         self._reserved.add(address)
