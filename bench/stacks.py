@@ -206,7 +206,7 @@ class EngineStack(Stack):
             self.api.close()
         if not self.proc:
             return
-        tree = [(p, proc_starttime(p)) for p in children_tree(self.proc.pid)]
+        tree = [(p, proc_starttime(p)) for p in children_tree(self.proc.pid) + self.detached_pids()]
         stop_pid(self.proc.pid, self.proc_start, grace=30)
         try:
             self.proc.wait(timeout=5)
@@ -224,7 +224,11 @@ class EngineStack(Stack):
     def daemon_pids(self) -> list[int]:
         if not self.proc:
             return []
-        return [self.proc.pid] + children_tree(self.proc.pid)
+        return [self.proc.pid] + children_tree(self.proc.pid) + self.detached_pids()
+
+    def detached_pids(self) -> list[int]:
+        """Processes of ours that left the daemon's tree (containerd shims)."""
+        return []
 
     def cli(self) -> list[str]:
         raise NotImplementedError
@@ -288,6 +292,20 @@ class DockerStack(EngineStack):
                      "--containerd-plugins-namespace", f"pnbh{self.tag}p"],
                     ready_timeout=60)
         self._import_image()
+
+    def detached_pids(self) -> list[int]:
+        # shims daemonize away from containerd; they are ours if their
+        # command line names our exec root
+        out = []
+        for d in os.listdir("/proc"):
+            if d.isdigit() and proc_name(int(d)).startswith("containerd-shim"):
+                try:
+                    with open(f"/proc/{d}/cmdline", "rb") as f:
+                        if self.exec_root.encode() in f.read():
+                            out.append(int(d))
+                except OSError:
+                    pass
+        return out
 
     def _remove_dirs(self) -> None:
         # lazily unmount whatever the daemon left mounted under our dirs, then remove
@@ -401,7 +419,20 @@ class PynetStack(EngineStack):
         super().start()
         self.data_root = os.path.join(self.workdir, "data")
         self.cleanup.push("remove pynet dirs", lambda: shutil.rmtree(self.workdir, ignore_errors=True))
-        self._spawn([pynetd, "--data-root", self.data_root, "-H", f"unix://{self.sock}"], ready_timeout=20)
+        cmd = [pynetd, "--data-root", self.data_root, "-H", f"unix://{self.sock}"]
+        help_ = run([pynetd, "--help"], check=False).stdout
+        if "--exec-root" in help_:  # its sandbox namespaces go under our own dir
+            self.exec_root = f"/run/pnbh-{self.tag}/pynet-exec"
+            self.cleanup.push("remove pynet exec root", self._remove_exec_root)
+            cmd += ["--exec-root", self.exec_root]
+        self._spawn(cmd, ready_timeout=20)
+
+    def _remove_exec_root(self) -> None:
+        with open("/proc/self/mountinfo") as f:
+            mps = [ln.split()[4] for ln in f]
+        for mp in sorted((m for m in mps if m.startswith(self.exec_root)), key=len, reverse=True):
+            run(["umount", "-l", mp], check=False)
+        shutil.rmtree(self.exec_root, ignore_errors=True)
 
     def stop(self) -> None:
         self.cleanup.pop_run(self._stop_daemon)
