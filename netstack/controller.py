@@ -422,6 +422,10 @@ class Controller:
             validation.parse_address(config.ipv6, "IPv6 address")
         for a in config.aliases:
             validation.check_alias(a)
+        if config.ifname:
+            from netstack.kernel.links import check_ifname
+
+            check_ifname(config.ifname)
 
     def _connect(self, net: Network, sb: Sandbox, config: EndpointConfig) -> Endpoint:
         if net.state != "ready":
@@ -433,11 +437,13 @@ class Controller:
             raise Forbidden("a sandbox cannot be connected to the host network; run it in the host namespace")
         if net.driver == "null" and current or any(self.networks[e.network_id].driver == "null" for e in current):
             raise Forbidden("a sandbox on the none network cannot be connected to other networks")
+        if config.ifname and any(e.ifname == config.ifname for e in current):
+            raise Conflict(f"sandbox {sb.name} already has an interface named {config.ifname}")
         driver = self._driver(net.driver)
         ep = Endpoint(
             id=new_id(), name=sb.name, network_id=net.id, sandbox_id=sb.id, mac=config.mac,
             aliases=list(config.aliases), gw_priority=config.gw_priority, state="creating",
-            ifname=self._next_ifname(current),
+            ifname=config.ifname or self._next_ifname(current),
         )
         with contextlib.ExitStack() as undo:
             self._allocate_addresses(net, ep, config, undo)

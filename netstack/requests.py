@@ -40,6 +40,7 @@ class EndpointConfig:
     aliases: tuple[str, ...] = ()
     mac: str = ""
     gw_priority: int = 0
+    ifname: str = ""                 # name inside the sandbox; "" = next free ethN (CNI asks for one)
 
 
 @dataclass(frozen=True, slots=True)

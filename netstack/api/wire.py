@@ -73,7 +73,7 @@ def endpoint_config(body: Any) -> EndpointConfig:
     return EndpointConfig(
         ipv4=_get(ipam, "IPv4Address", str, ""), ipv6=_get(ipam, "IPv6Address", str, ""),
         aliases=tuple(aliases), mac=_get(body, "MacAddress", str, ""),
-        gw_priority=_get(body, "GwPriority", int, 0),
+        gw_priority=_get(body, "GwPriority", int, 0), ifname=_get(body, "IfName", str, ""),
     )
 
 
@@ -107,7 +107,7 @@ def sandbox_create(body: Any) -> SandboxCreate:
             config=EndpointConfig(
                 ipv4=_get(a, "IPv4Address", str, ""), ipv6=_get(a, "IPv6Address", str, ""),
                 aliases=tuple(str(x) for x in aliases), mac=_get(a, "MacAddress", str, ""),
-                gw_priority=_get(a, "GwPriority", int, 0),
+                gw_priority=_get(a, "GwPriority", int, 0), ifname=_get(a, "IfName", str, ""),
             ),
         ))
     ports = _get(body, "Ports", list, [])
