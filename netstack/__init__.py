@@ -10,7 +10,9 @@ CLI's entry point does) costs nothing until one is used.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time (pynet-cni, the CLI); annotations are strings
+    from typing import Any
 
 __version__ = "0.1.0"
 
@@ -48,7 +50,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'netstack' has no attribute {name!r}")
