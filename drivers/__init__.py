@@ -27,9 +27,16 @@ def _null() -> NetworkDriver:
     return NullDriver()
 
 
+def _macvlan() -> NetworkDriver:
+    from netstack.drivers.macvlan import MacvlanDriver
+
+    return MacvlanDriver()
+
+
 BUILTIN: dict[str, Callable[[], NetworkDriver]] = {
     "bridge": _bridge,
     "host": _host,
+    "macvlan": _macvlan,
     "null": _null,
 }
 

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator
 
 from netstack import ports as portspec
 from netstack import sandbox_files
-from netstack.driverapi import NetworkDriver, Reconciling
+from netstack.driverapi import HostAddressing, LowerLinked, NetworkDriver, Reconciling
 from netstack.endpoint import Endpoint, PortBinding
 from netstack.errors import (
     Conflict, Forbidden, InvalidParameter, NotFound, PynetError, Unavailable,
@@ -122,11 +122,27 @@ class Controller:
 
     def network(self, ref: str) -> Network:
         with self.lock:
-            return self._find(self.networks, ref, "network")  # type: ignore[return-value]
+            net = self._find(self.networks, ref, "network")
+            self._refresh_link_states(self.endpoints_of_network(net.id))  # type: ignore[attr-defined]
+            return net  # type: ignore[return-value]
 
     def sandbox(self, ref: str) -> Sandbox:
         with self.lock:
-            return self._find(self.sandboxes, ref, "sandbox")  # type: ignore[return-value]
+            sb = self._find(self.sandboxes, ref, "sandbox")
+            self._refresh_link_states(self.endpoints_of_sandbox(sb.id))  # type: ignore[attr-defined]
+            return sb  # type: ignore[return-value]
+
+    def _refresh_link_states(self, eps: list[Endpoint]) -> None:
+        """Live `link_state` of endpoints whose driver is LowerLinked, for
+        inspect (kept in memory only: the next commit may store a stale one,
+        the next inspect overwrites it)."""
+        for ep in eps:
+            net, sb = self.networks.get(ep.network_id), self.sandboxes.get(ep.sandbox_id)
+            if net is None or sb is None or not self.drivers.known(net.driver):  # type: ignore[attr-defined]
+                continue
+            driver = self.drivers.get(net.driver)  # type: ignore[attr-defined]
+            if isinstance(driver, LowerLinked):
+                ep.driver_state["link_state"] = driver.endpoint_state(net, ep, sb.key)
 
     def list_networks(self) -> list[Network]:
         with self.lock:
@@ -186,6 +202,8 @@ class Controller:
                 net.ipv4 = self._allocate_pools(net, v4 or [None], undo, driver.capability.needs_gateway)
             if uses_ipam and req.enable_ipv6:
                 net.ipv6 = self._allocate_pools(net, v6, undo, driver.capability.needs_gateway)
+            if isinstance(driver, HostAddressing):
+                self._reserve_host_addresses(net, driver.reserved_addresses(net))
             self._commit(networks=[net])
             undo.callback(self._forget_network, net)
             crashpoint("network-create:stored")
@@ -224,6 +242,21 @@ class Controller:
                 cfg.gateway = str(self.ipam.request_address(pool.pool_id, gateway=True))
             out.append(cfg)
         return out
+
+    def _reserve_host_addresses(self, net: Network, wanted: dict[str, str] | object) -> None:
+        """Addresses a driver takes for the host (see HostAddressing),
+        recorded as aux addresses: replayed on restart, freed with the pool."""
+        # Named addresses first, so that "any free one" cannot take them.
+        for name, address in sorted(dict(wanted).items(), key=lambda kv: not kv[1]):  # type: ignore[call-overload]
+            for c in net.ipv4 + net.ipv6:
+                if name in c.aux_addresses:
+                    continue
+                if not address:
+                    c.aux_addresses[name] = str(self.ipam.request_address(c.pool_id))
+                elif ipaddress.ip_address(address) in ipaddress.ip_network(c.subnet):
+                    if address in (c.gateway, *c.aux_addresses.values()):
+                        continue
+                    c.aux_addresses[name] = str(self.ipam.request_address(c.pool_id, ipaddress.ip_address(address)))
 
     def _host_routes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         from netstack.kernel import links
@@ -427,9 +460,11 @@ class Controller:
 
             check_ifname(config.ifname)
 
-    def _connect(self, net: Network, sb: Sandbox, config: EndpointConfig) -> Endpoint:
+    def _connect(self, net: Network, sb: Sandbox, config: EndpointConfig, *, heal: bool = True) -> Endpoint:
         if net.state != "ready":
             raise Conflict(f"network {net.name} is being {net.state}")
+        if heal:
+            self._heal_network(net)
         current = self.endpoints_of_sandbox(sb.id)
         if any(e.network_id == net.id for e in current):
             raise Forbidden(f"endpoint with name {sb.name} already exists in network {net.name}")
@@ -471,6 +506,29 @@ class Controller:
             self._write_files(sb)
             undo.pop_all()
         return ep
+
+    def _heal_network(self, net: Network) -> None:
+        """For a LowerLinked driver: re-make the network's kernel objects and
+        the endpoints its lower link took with it when it went away, with the
+        same addresses, so the network works again once the link is back."""
+        driver = self._driver(net.driver)
+        if not isinstance(driver, LowerLinked):
+            return
+        if isinstance(driver, Reconciling) and not driver.network_exists(net):
+            log.warning("network %s: kernel objects missing, re-created", net.name)
+            net.driver_state = dict(driver.create_network(net))
+            self._commit(networks=[net])
+        for ep in self.endpoints_of_network(net.id):
+            sb = self.sandboxes.get(ep.sandbox_id)
+            if sb is None or ep.state != "ready" or driver.endpoint_state(net, ep, sb.key) != "missing":
+                continue
+            log.warning("endpoint %s on %s: interface missing, re-made", ep.name, net.name)
+            cfg = EndpointConfig(
+                ipv4=ep.ipv4.split("/")[0] if ep.ipv4 else "", ipv6=ep.ipv6.split("/")[0] if ep.ipv6 else "",
+                aliases=tuple(ep.aliases), mac=ep.mac, gw_priority=ep.gw_priority,
+            )
+            self._disconnect(net, sb, ep)
+            self._connect(net, sb, cfg, heal=False)
 
     def _next_ifname(self, current: list[Endpoint]) -> str:
         used = {e.ifname for e in current}

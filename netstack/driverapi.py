@@ -96,3 +96,30 @@ class Reconciling(Protocol):
     def owned_links(self) -> dict[str, str]:
         """Links in the host namespace this driver made: ifname -> network id
         (from the link's alias), so start-up can remove orphans."""
+
+@runtime_checkable
+class HostAddressing(Protocol):
+    """Drivers that take addresses of the network's subnets for the host:
+    macvlan's host access, and the parent's own addresses, which no
+    container may be given."""
+
+    def reserved_addresses(self, network: Network) -> Mapping[str, str]:
+        """Called after IPAM has the network's pools, before create_network.
+        Returns auxiliary-address name -> address, "" meaning any free one
+        (then one per subnet).  The controller reserves them in IPAM and
+        records them in the subnet's aux addresses (so they show in inspect,
+        are replayed on restart and go with the pool); an address already
+        taken (the gateway, a user's aux address) is left as it is."""
+
+
+@runtime_checkable
+class LowerLinked(Protocol):
+    """Drivers whose endpoints sit on a link pynet does not own (a macvlan
+    parent), which may be deleted and come back; the kernel deletes the
+    endpoints' interfaces with it.  Before a connect the controller re-makes
+    the network (Reconciling.network_exists) and the endpoints reported
+    "missing", so a network heals on its next use, without a restart."""
+
+    def endpoint_state(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> str:
+        """"up", "down" (the interface exists, its lower link is down) or
+        "missing".  Reads only; called on inspect and before connect."""

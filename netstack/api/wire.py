@@ -167,6 +167,7 @@ def network(net: Network, endpoints: list[Endpoint] | None = None,
                 "MacAddress": ep.mac,
                 "IPv4Address": ep.ipv4,
                 "IPv6Address": ep.ipv6,
+                **({"LinkState": str(ep.driver_state["link_state"])} if "link_state" in ep.driver_state else {}),
             }
     return out
 
@@ -194,6 +195,7 @@ def sandbox(sb: Sandbox, endpoints: list[Endpoint], networks: dict[str, Network]
             "IfName": ep.ifname,
             "GwPriority": ep.gw_priority,
             "IsGateway": bool(ep.driver_state.get("is_gateway")),
+            **({"LinkState": str(ep.driver_state["link_state"])} if "link_state" in ep.driver_state else {}),
         }
     ports: dict[str, list[dict[str, str]]] = {}
     for b in sb.ports:

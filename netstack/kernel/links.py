@@ -257,3 +257,159 @@ def set_hairpin(ifname: str) -> None:
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise Internal(f"cannot set hairpin mode on {ifname}: {proc.stderr.strip()}")
+
+# ------------------------------------------------------------ stacked links
+# macvlan endpoints and 802.1Q sub-interfaces.  The requests are built by
+# pure functions (unit-tested without root) and sent by `create_link`.
+
+MACVLAN_MODES = ("private", "vepa", "bridge", "passthru")
+VLAN_ID_MIN, VLAN_ID_MAX = 1, 4094
+
+
+def vlan_request(name: str, *, base_index: int, vlan_id: int) -> dict[str, object]:
+    """`ip link add link BASE name NAME type vlan id ID` as pyroute2 arguments
+    (IFLA_LINK = base, IFLA_INFO_KIND = vlan, IFLA_VLAN_ID = id, 802.1Q)."""
+    if not VLAN_ID_MIN <= vlan_id <= VLAN_ID_MAX:
+        raise InvalidParameter(f"VLAN id {vlan_id} out of range ({VLAN_ID_MIN}-{VLAN_ID_MAX})")
+    check_ifname(name, "VLAN interface name")
+    return {"ifname": name, "kind": "vlan", "link": base_index, "vlan_id": vlan_id}
+
+
+def macvlan_request(
+    name: str, *, parent_index: int, mode: str, mtu: int, mac: str = "", net_ns_fd: int | None = None,
+) -> dict[str, object]:
+    """`ip link add link PARENT name NAME type macvlan mode MODE` as pyroute2
+    arguments; with `net_ns_fd` the link is born in that namespace
+    (IFLA_NET_NS_FD on create), which saves the move and its grace period."""
+    if mode not in MACVLAN_MODES:
+        raise InvalidParameter(f"invalid macvlan mode {mode!r} (use one of {', '.join(MACVLAN_MODES)})")
+    check_ifname(name)
+    req: dict[str, object] = {"ifname": name, "kind": "macvlan", "link": parent_index, "macvlan_mode": mode, "mtu": mtu}
+    if mac:
+        req["address"] = mac
+    if net_ns_fd is not None:
+        req["net_ns_fd"] = net_ns_fd
+    return req
+
+
+def create_link(ipr: IPRoute, request: dict[str, object], *, alias: str = "", up: bool = False) -> int:
+    """Send a link request built above; optionally alias it and set it up
+    (only for links in `ipr`'s namespace).  Returns the new index, or 0 when
+    the link was created in another namespace.  Removed again if a later
+    step fails."""
+    name = str(request["ifname"])
+    try:
+        ipr.link("add", **request)
+    except NetlinkError as exc:
+        raise _translate(exc, f"{request['kind']} link {name}") from exc
+    if "net_ns_fd" in request:
+        return 0
+    idx = index_of(ipr, name) or 0
+    try:
+        if alias:
+            ipr.link("set", index=idx, ifalias=alias)
+        if up:
+            ipr.link("set", index=idx, state="up")
+    except NetlinkError as exc:
+        delete_link(ipr, name)
+        raise _translate(exc, f"{request['kind']} link {name}") from exc
+    return idx
+
+
+def create_veth_pair(ipr: IPRoute, name: str, peer: str, *, alias: str, mtu: int = 1500) -> int:
+    """Both ends in `ipr`'s namespace, both up (so the pair has carrier).
+    Returns the index of `name`."""
+    try:
+        ipr.link("add", ifname=name, kind="veth", mtu=mtu, peer={"ifname": peer, "mtu": mtu})
+    except NetlinkError as exc:
+        raise _translate(exc, f"veth {name}/{peer}") from exc
+    try:
+        idx = index_of(ipr, name) or 0
+        ipr.link("set", index=idx, ifalias=alias, state="up")
+        ipr.link("set", index=index_of(ipr, peer), ifalias=alias, state="up")
+    except NetlinkError as exc:
+        delete_link(ipr, name)
+        raise _translate(exc, f"veth {name}") from exc
+    return idx
+
+
+def add_address(ipr: IPRoute, name: str, address: str, prefixlen: int) -> None:
+    idx = index_of(ipr, name)
+    if idx is None:
+        raise NotFound(f"interface {name} does not exist")
+    try:
+        ipr.addr("replace", index=idx, address=address, prefixlen=prefixlen, **_nodad(address))
+    except NetlinkError as exc:
+        raise _translate(exc, f"address {address}/{prefixlen} on {name}") from exc
+
+
+def addresses_of(ipr: IPRoute, name: str) -> list[str]:
+    """The global-scope addresses on `name` (no link-local), or []."""
+    idx = index_of(ipr, name)
+    if idx is None:
+        return []
+    return [m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(index=idx) if m["scope"] == 0]
+
+
+def add_host_route(ipr: IPRoute, dst: str, *, oif: str, src: str = "") -> None:
+    """A route to one address through `oif`, with a preferred source."""
+    idx = index_of(ipr, oif)
+    if idx is None:
+        raise NotFound(f"interface {oif} does not exist")
+    args: dict[str, object] = {"dst": dst, "oif": idx}
+    if src:
+        args["prefsrc"] = src
+    if ":" in dst:
+        args["family"] = socket.AF_INET6
+    try:
+        ipr.route("replace", **args)
+    except NetlinkError as exc:
+        raise _translate(exc, f"route {dst} dev {oif}") from exc
+
+
+def link_state_in(path: str, name: str) -> str:
+    """The operstate of `name` in the namespace at `path` ("UP",
+    "LOWERLAYERDOWN", ...), or "" when there is no such link."""
+    with in_sandbox(path) as ipr:
+        info = link_info(ipr, name)
+    return str(info["operstate"] or "") if info is not None else ""
+
+
+_VLAN_SUPPORTED: bool | None = None
+
+
+def vlan_supported() -> bool:
+    """Whether this kernel can make 802.1Q links.  Probed once, in a
+    throwaway namespace (a veth pair and a VLAN on it), so the daemon's own
+    namespace sees nothing; a negative answer is asked again next time, in
+    case someone loads 8021q meanwhile."""
+    global _VLAN_SUPPORTED
+    if _VLAN_SUPPORTED:
+        return True
+    import tempfile
+
+    from netstack.kernel import netns
+
+    tmp = tempfile.mkdtemp(prefix="pynet-vlan-probe-")
+    path = os.path.join(tmp, "ns")
+    try:
+        netns.create(path)
+        try:
+            with in_sandbox(path) as ipr:
+                ipr.link("add", ifname="probe0", kind="veth", peer={"ifname": "probe1"})
+                try:
+                    ipr.link("add", **vlan_request("probe0.1", base_index=index_of(ipr, "probe0") or 0, vlan_id=1))
+                    _VLAN_SUPPORTED = True
+                except NetlinkError:
+                    _VLAN_SUPPORTED = False
+        finally:
+            netns.delete(path)
+    finally:
+        os.rmdir(tmp)
+    return bool(_VLAN_SUPPORTED)
+
+
+# ---------------------------------------------------------------- VXLAN (overlay)
+
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02

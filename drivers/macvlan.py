@@ -1,0 +1,353 @@
+"""The `macvlan` driver: sandboxes on the parent's LAN with MACs of their own.
+
+Options (Docker's names, so `docker network create -d macvlan -o ...` carries
+over, plus pynet's host access):
+
+    parent=IF          the link the network sits on.  `IF.ID` (e.g. eth0.10)
+                       that does not exist is made as an 802.1Q sub-interface
+                       of IF and deleted with the network; one that exists is
+                       used as it is and left alone.
+    macvlan_mode=M     bridge (default), private, vepa or passthru, as the
+                       kernel documents them.
+    host_access=BOOL   pynet's fix for macvlan's best-known gap: the kernel
+                       never delivers between a parent and its macvlans, so
+                       the host cannot reach its own containers.  With true,
+                       the network gets a host-side macvlan `pmh<id12>` in
+                       bridge mode, addressed from the network's IPAM (shown
+                       as the auxiliary address "pynet-host"), with a /32
+                       (/128) route per endpoint through it.  Per-endpoint
+                       routes, not the subnet route, because the host usually
+                       has its own address on that subnet on the parent: the
+                       connected route of the parent stays, the longer
+                       prefixes win, and strict rp_filter still passes.
+
+Without a parent, or with `--internal` (as Docker does: its internal macvlan
+ignores the parent), the network sits on a link pynet makes: Docker uses a
+dummy link, which this kernel lacks, so pynet makes a veth pair
+`pmv<id12>`/`pmp<id12>` with both ends up (carrier on, every kernel has veth;
+a portless bridge would have no carrier).  Its sandboxes reach each other and
+nothing else; the pair goes with the network.
+
+No NAT, no published ports, no invented gateway: a default route only via a
+--gateway the user gave (and never on an internal network).  MTU follows the
+parent.  Sandbox interfaces are created directly in the sandbox namespace
+(IFLA_NET_NS_FD on create), never moved.
+
+The parent going away deletes every macvlan on it (the kernel's doing).
+Endpoints then report `LinkState: missing` in sandbox and network inspect
+("down" while the parent exists but is down); the next connect to the
+network re-makes what the parent took (sub-interface, host-side link,
+endpoints), through the controller's LowerLinked hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from netstack.driverapi import Capability, JoinResult
+from netstack.endpoint import Endpoint
+from netstack.errors import Conflict, InvalidParameter, NotFound, PynetError, Unavailable
+from netstack.kernel import links
+from netstack.network import Network
+from netstack.validation import parse_bool_option as parse_bool
+
+NAME = "macvlan"
+
+OPT_PARENT = "parent"
+OPT_MODE = "macvlan_mode"
+OPT_HOST_ACCESS = "host_access"
+OPTIONS = (OPT_PARENT, OPT_MODE, OPT_HOST_ACCESS)
+
+MODES = links.MACVLAN_MODES
+DEFAULT_MODE = "bridge"
+#: the auxiliary-address name of the host side's address
+HOST_AUX = "pynet-host"
+#: the auxiliary-address names of the parent's own addresses (then -1, -2 ...)
+PARENT_AUX = "pynet-parent"
+
+
+@dataclass(frozen=True, slots=True)
+class MacvlanConfig:
+    parent: str = ""          # "" = a link pynet makes (internal)
+    mode: str = DEFAULT_MODE
+    host_access: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VlanParent:
+    base: str
+    vlan_id: int
+
+
+def parse_options(options: Mapping[str, str], *, internal: bool = False) -> MacvlanConfig:
+    """Options as a typed config; every key known, every value valid."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InvalidParameter(
+            f"unknown option {unknown[0]!r} for the macvlan driver (known: {', '.join(OPTIONS)})"
+        )
+    mode = options.get(OPT_MODE) or DEFAULT_MODE
+    if mode not in MODES:
+        raise InvalidParameter(f"invalid macvlan_mode {mode!r}: use one of {', '.join(MODES)}")
+    parent = "" if internal else options.get(OPT_PARENT, "")
+    if parent:
+        links.check_ifname(parent, "parent interface name")
+    host_access = parse_bool(OPT_HOST_ACCESS, options[OPT_HOST_ACCESS]) if OPT_HOST_ACCESS in options else False
+    if host_access and mode != "bridge":
+        # The host side is a bridge-mode macvlan: the kernel only delivers
+        # between bridge-mode ports (private never, vepa via the switch,
+        # passthru has one port).
+        raise InvalidParameter(f"host_access needs macvlan_mode bridge, not {mode}")
+    if host_access and not parent:
+        raise InvalidParameter("host_access needs a parent: an internal macvlan network has no LAN to share")
+    return MacvlanConfig(parent=parent, mode=mode, host_access=host_access)
+
+
+def parse_vlan(parent: str) -> VlanParent | None:
+    """`eth0.10` -> VlanParent("eth0", 10); a name without a dot -> None."""
+    base, dot, tag = parent.rpartition(".")
+    if not dot or not base:
+        return None
+    if not tag.isdigit():
+        raise InvalidParameter(f"invalid parent {parent!r}: the part after the dot must be a VLAN id")
+    vlan_id = int(tag)
+    if not links.VLAN_ID_MIN <= vlan_id <= links.VLAN_ID_MAX:
+        raise InvalidParameter(
+            f"invalid parent {parent!r}: VLAN id {vlan_id} out of range ({links.VLAN_ID_MIN}-{links.VLAN_ID_MAX})"
+        )
+    return VlanParent(base, vlan_id)
+
+
+def random_mac() -> str:
+    from netstack.drivers.bridge import random_mac as bridge_mac
+
+    return bridge_mac()
+
+
+def own_link_name(network_id: str) -> str:
+    return f"pmv{network_id[:12]}"
+
+
+def own_peer_name(network_id: str) -> str:
+    return f"pmp{network_id[:12]}"
+
+
+def host_link_name(network_id: str) -> str:
+    return f"pmh{network_id[:12]}"
+
+
+def _host_prefix(address: str) -> int:
+    return 128 if ":" in address else 32
+
+
+class MacvlanDriver:
+    name = NAME
+    capability = Capability(needs_gateway=False)
+
+    def __init__(self) -> None:
+        self._ipr = links.host()
+
+    # ------------------------------------------------------------- network
+
+    def config(self, network: Network) -> MacvlanConfig:
+        return parse_options(network.options, internal=network.internal)
+
+    def validate(self, network: Network, networks: list[Network]) -> None:
+        cfg = self.config(network)
+        if not cfg.parent:
+            return
+        for other in networks:
+            if other.driver != NAME or other.id == network.id:
+                continue
+            used = str(other.driver_state.get("parent") or ("" if other.internal else other.options.get(OPT_PARENT, "")))
+            if used == cfg.parent:
+                raise Conflict(f"parent {cfg.parent} is already used by macvlan network {other.name}")
+        if links.link_info(self._ipr, cfg.parent) is not None:
+            return
+        vlan = parse_vlan(cfg.parent)
+        if vlan is None:
+            raise NotFound(f"parent interface {cfg.parent} does not exist")
+        if links.link_info(self._ipr, vlan.base) is None:
+            raise NotFound(f"parent interface {vlan.base} (of VLAN sub-interface {cfg.parent}) does not exist")
+        if not links.vlan_supported():
+            raise Unavailable(
+                f"parent {cfg.parent} is an 802.1Q VLAN sub-interface that does not exist, and this kernel "
+                "has no VLAN (8021q) support to create it: load the 8021q module, or use an existing parent"
+            )
+
+    def reserved_addresses(self, network: Network) -> Mapping[str, str]:
+        """The host side's address, and the parent's own addresses in the
+        subnets: a container given the host's LAN address would clash."""
+        cfg = self.config(network)
+        out = {HOST_AUX: ""} if cfg.host_access else {}
+        if cfg.parent:
+            for i, a in enumerate(links.addresses_of(self._ipr, cfg.parent)):
+                out[f"{PARENT_AUX}{f'-{i}' if i else ''}"] = a
+        return out
+
+    def create_network(self, network: Network) -> Mapping[str, object]:
+        cfg = self.config(network)
+        self._check_subnets(network, cfg)
+        alias = links.alias_for(NAME, network.id)
+        with contextlib.ExitStack() as undo:
+            state: dict[str, object] = {"mode": cfg.mode, "created": ""}
+            parent = cfg.parent or own_link_name(network.id)
+            info = links.link_info(self._ipr, parent)
+            if info is not None and info["alias"] == alias:
+                # Ours, from before (a re-create after the host-side link went away).
+                state["created"] = "vlan" if cfg.parent else "veth"
+            elif not cfg.parent:
+                links.create_veth_pair(self._ipr, parent, own_peer_name(network.id), alias=alias)
+                undo.callback(links.delete_link, self._ipr, parent)
+                state["created"] = "veth"
+            elif info is None:
+                self._create_vlan(parent, alias)
+                undo.callback(links.delete_link, self._ipr, parent)
+                state["created"] = "vlan"
+            info = links.link_info(self._ipr, parent)
+            if info is None:
+                raise NotFound(f"parent interface {parent} does not exist")
+            state.update(parent=parent, mtu=int(info["mtu"] or 1500))  # type: ignore[call-overload]
+            if cfg.host_access:
+                state.update(self._create_host_side(network, parent, int(state["mtu"])))  # type: ignore[call-overload]
+            undo.pop_all()
+        return state
+
+    def _check_subnets(self, network: Network, cfg: MacvlanConfig) -> None:
+        """Options that need what IPAM gave (validate runs before IPAM)."""
+        if cfg.host_access and not network.ipv4 and not network.ipv6:
+            raise InvalidParameter("host_access needs a --subnet: the host side takes an address from it")
+        if network.enable_ipv6 and not network.ipv6:
+            raise InvalidParameter("a macvlan network has no default IPv6 pool: give an IPv6 --subnet with --ipv6")
+
+    def _create_vlan(self, parent: str, alias: str) -> None:
+        vlan = parse_vlan(parent)
+        base = links.index_of(self._ipr, vlan.base) if vlan else None
+        if vlan is None or base is None:
+            raise NotFound(f"parent interface {parent} does not exist")
+        if not links.vlan_supported():
+            raise Unavailable(f"this kernel has no VLAN (8021q) support to create {parent}")
+        links.create_link(self._ipr, links.vlan_request(parent, base_index=base, vlan_id=vlan.vlan_id),
+                          alias=alias, up=True)
+
+    def _create_host_side(self, network: Network, parent: str, mtu: int) -> dict[str, object]:
+        name = host_link_name(network.id)
+        parent_idx = links.index_of(self._ipr, parent) or 0
+        links.delete_link(self._ipr, name)  # a leftover from before the parent went away
+        links.create_link(
+            self._ipr, links.macvlan_request(name, parent_index=parent_idx, mode="bridge", mtu=mtu),
+            alias=links.alias_for(NAME, network.id),
+        )
+        try:
+            addrs = [c.aux_addresses[HOST_AUX] for c in network.ipv4 + network.ipv6 if HOST_AUX in c.aux_addresses]
+            for a in addrs:
+                links.add_address(self._ipr, name, a, _host_prefix(a))
+            self._ipr.link("set", index=links.index_of(self._ipr, name), state="up")
+        except Exception:
+            links.delete_link(self._ipr, name)
+            raise
+        return {"host_if": name, "host_addresses": addrs}
+
+    def delete_network(self, network: Network) -> None:
+        st = network.driver_state
+        errors: list[Exception] = []
+        names = [str(st.get("host_if") or "")]
+        if st.get("created"):
+            names.append(str(st.get("parent") or ""))
+        for name in filter(None, names):
+            # Only links carrying this network's alias: a parent someone
+            # re-made by hand after pynet's went away is theirs.
+            info = links.link_info(self._ipr, name)
+            if info is None or info["alias"] != links.alias_for(NAME, network.id):
+                continue
+            try:
+                links.delete_link(self._ipr, name)
+            except PynetError as exc:
+                errors.append(exc)
+        if errors:
+            raise ExceptionGroup(f"macvlan network {network.name}: teardown errors", errors)
+
+    def network_exists(self, network: Network) -> bool:
+        st = network.driver_state
+        for name in (st.get("parent"), st.get("host_if")):
+            if name and links.link_info(self._ipr, str(name)) is None:
+                return False
+        return True
+
+    def owned_links(self) -> dict[str, str]:
+        return links.owned_links(self._ipr, NAME)
+
+    # ------------------------------------------------------------ endpoints
+
+    def create_endpoint(self, network: Network, endpoint: Endpoint) -> Mapping[str, object]:
+        if network.driver_state.get("mode") == "passthru":
+            return {"mac": endpoint.mac}  # passthru takes the parent's MAC
+        return {"mac": endpoint.mac or random_mac()}
+
+    def delete_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        pass
+
+    def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
+        st = network.driver_state
+        parent = str(st["parent"])
+        parent_idx = links.index_of(self._ipr, parent)
+        if parent_idx is None:
+            raise NotFound(f"parent interface {parent} of network {network.name} does not exist")
+        mtu = int(st.get("mtu", 1500))  # type: ignore[call-overload]
+        mode = str(st.get("mode", DEFAULT_MODE))
+        fd = os.open(sandbox_key, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            links.create_link(self._ipr, links.macvlan_request(
+                ifname, parent_index=parent_idx, mode=mode, mtu=mtu, mac=endpoint.mac, net_ns_fd=fd))
+        except InvalidParameter as exc:
+            if mode == "passthru":
+                raise Conflict(f"network {network.name} is in passthru mode: its parent takes one endpoint") from exc
+            raise
+        finally:
+            os.close(fd)
+        try:
+            self._route_from_host(network, endpoint)
+        except Exception:
+            self.leave(network, endpoint, sandbox_key)
+            raise
+        gw4 = gw6 = ""
+        if not network.internal and st.get("created") != "veth":
+            gw4 = next((c.gateway for c in network.ipv4 if c.gateway), "") or ""
+            gw6 = next((c.gateway for c in network.ipv6 if c.gateway), "") or ""
+        return JoinResult(host_ifname="", sandbox_ifname=ifname, gateway4=gw4, gateway6=gw6, mtu=mtu)
+
+    def _route_from_host(self, network: Network, endpoint: Endpoint) -> None:
+        host_if = str(network.driver_state.get("host_if") or "")
+        if not host_if:
+            return
+        srcs = [str(a) for a in network.driver_state.get("host_addresses", [])]  # type: ignore[attr-defined]
+        for cidr in (endpoint.ipv4, endpoint.ipv6):
+            if not cidr:
+                continue
+            addr = str(ipaddress.ip_interface(cidr).ip)
+            src = next((s for s in srcs if (":" in s) == (":" in addr)), "")
+            links.add_host_route(self._ipr, f"{addr}/{_host_prefix(addr)}", oif=host_if, src=src)
+
+    def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
+        if network.driver_state.get("host_if"):
+            for cidr in (endpoint.ipv4, endpoint.ipv6):
+                if cidr:
+                    addr = str(ipaddress.ip_interface(cidr).ip)
+                    links.delete_route(self._ipr, f"{addr}/{_host_prefix(addr)}")
+        if not sandbox_key or not os.path.exists(sandbox_key):
+            return
+        with links.in_sandbox(sandbox_key) as ipr:
+            links.delete_link(ipr, endpoint.ifname)
+
+    def endpoint_state(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> str:
+        try:
+            operstate = links.link_state_in(sandbox_key, endpoint.ifname)
+        except PynetError:
+            return "missing"
+        if not operstate:
+            return "missing"
+        return "down" if operstate in ("LOWERLAYERDOWN", "DOWN", "NOTPRESENT") else "up"
