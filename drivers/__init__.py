@@ -33,11 +33,18 @@ def _macvlan() -> NetworkDriver:
     return MacvlanDriver()
 
 
+def _overlay() -> NetworkDriver:
+    from netstack.drivers.overlay import OverlayDriver
+
+    return OverlayDriver()
+
+
 BUILTIN: dict[str, Callable[[], NetworkDriver]] = {
     "bridge": _bridge,
     "host": _host,
     "macvlan": _macvlan,
     "null": _null,
+    "overlay": _overlay,
 }
 
 
