@@ -48,6 +48,9 @@ log = logging.getLogger("pynet.controller")
 #: network name -> driver of the networks every pynet has and nobody removes
 PREDEFINED_DRIVERS = {"none": "null", "host": "host"}
 
+#: the local bridge network giving sandboxes on global networks their egress
+GWBRIDGE = "pynet_gwbridge"
+
 
 def new_id() -> str:
     return secrets.token_hex(32)
@@ -74,6 +77,7 @@ class Controller:
         drivers: object | None = None,
         dns: object | None = None,
         host_resolv_conf: str = "/etc/resolv.conf",
+        cluster: object | None = None,
     ) -> None:
         from netstack.drivers import Registry
 
@@ -93,6 +97,9 @@ class Controller:
         self.drivers = drivers if drivers is not None else Registry()
         self.dns = dns
         self.host_resolv_conf = host_resolv_conf
+        # Global scope (netstack.cluster.ClusterStore): global networks'
+        # records, IPAM and endpoints live there; None = a single host.
+        self.cluster = cluster
         self.lock = threading.RLock()
         self.networks: dict[str, Network] = {}
         self.sandboxes: dict[str, Sandbox] = {}
@@ -100,6 +107,12 @@ class Controller:
         self.repairs: list[str] = []
 
     # ------------------------------------------------------------------ lookups
+
+    def _ipam_for(self, net: Network) -> Ipam:
+        """Global networks allocate cluster-wide (etcd), local ones here."""
+        if net.scope == GLOBAL and self.cluster is not None:
+            return self.cluster.ipam  # type: ignore[attr-defined,no-any-return]
+        return self.ipam
 
     def _driver(self, name: str) -> NetworkDriver:
         if not self.drivers.known(name):  # type: ignore[attr-defined]
@@ -178,6 +191,9 @@ class Controller:
             raise InvalidParameter(f"invalid scope {req.scope!r}: use local or global")
         if scope != driver.capability.data_scope:
             raise InvalidParameter(f"the {req.driver} driver does not support scope {scope}")
+        if scope == GLOBAL and self.cluster is None:
+            raise Unavailable(f"{req.driver} networks are global: start pynetd with"
+                              " --cluster-store etcd://HOST:PORT --cluster-advertise ADDR")
         if req.ipam_driver not in ("", "default", "null"):
             raise NotFound(f'plugin "{req.ipam_driver}" not found')
         for s in req.subnets:
@@ -204,6 +220,10 @@ class Controller:
                 net.ipv6 = self._allocate_pools(net, v6, undo, driver.capability.needs_gateway)
             if isinstance(driver, HostAddressing):
                 self._reserve_host_addresses(net, driver.reserved_addresses(net))
+            warning = ""
+            if scope == GLOBAL:
+                warning = self.cluster.create_network(net)  # type: ignore[attr-defined]
+                undo.callback(self.cluster.delete_network, net)  # type: ignore[attr-defined]
             self._commit(networks=[net])
             undo.callback(self._forget_network, net)
             crashpoint("network-create:stored")
@@ -216,7 +236,7 @@ class Controller:
             self._commit(networks=[net])
             undo.pop_all()
         log.info("created network %s (%s, %s)", net.name, net.driver, net.short_id)
-        return net, ""
+        return net, warning
 
     def _allocate_pools(self, net: Network, reqs: list, undo: contextlib.ExitStack, gateway: bool) -> list[IpamConfig]:
         space = GLOBAL if net.scope == "global" else LOCAL
@@ -230,16 +250,17 @@ class Controller:
                 exclude=tuple(self._host_routes()) if not (r and r.subnet) else (),
                 aux_addresses=tuple(ipaddress.ip_address(a) for _, a in (r.aux_addresses if r else ())),
             )
-            pool = self.ipam.request_pool(pool_req)
-            undo.callback(self.ipam.release_pool, pool.pool_id)
+            ipam = self._ipam_for(net)
+            pool = ipam.request_pool(pool_req)
+            undo.callback(ipam.release_pool, pool.pool_id)
             cfg = IpamConfig(
                 subnet=str(pool.network), ip_range=r.ip_range if r and r.ip_range else None,
                 aux_addresses=dict(r.aux_addresses) if r else {}, pool_id=pool.pool_id,
             )
             if r and r.gateway:
-                cfg.gateway = str(self.ipam.request_address(pool.pool_id, ipaddress.ip_address(r.gateway)))
+                cfg.gateway = str(ipam.request_address(pool.pool_id, ipaddress.ip_address(r.gateway)))
             elif gateway:
-                cfg.gateway = str(self.ipam.request_address(pool.pool_id, gateway=True))
+                cfg.gateway = str(ipam.request_address(pool.pool_id, gateway=True))
             out.append(cfg)
         return out
 
@@ -286,6 +307,10 @@ class Controller:
             return net
 
     def _delete_network(self, net: Network) -> None:
+        if net.scope == GLOBAL and self.cluster is not None:
+            # First, so that a refusal (endpoints on other hosts, etcd
+            # away) leaves everything as it was.
+            self.cluster.delete_network(net)  # type: ignore[attr-defined]
         net.state = "deleting"
         self._commit(networks=[net])
         crashpoint("network-delete:marked")
@@ -295,7 +320,7 @@ class Controller:
             lambda: driver.delete_network(net),
         )
         for c in net.ipv4 + net.ipv6:
-            self.ipam.release_pool(c.pool_id)
+            self._ipam_for(net).release_pool(c.pool_id)
         self._forget_network(net)
         if errors:
             log.warning("network %s removed with errors: %s", net.name, errors)
@@ -500,12 +525,38 @@ class Controller:
             undo.callback(self.endpoints.pop, ep.id, None)
             self._add_dns(net, sb, ep)
             undo.callback(self._remove_dns, net, sb, ep)
+            if net.scope == GLOBAL and self.cluster is not None:
+                self.cluster.publish_endpoint(net, sb, ep, self._dns_names(sb, ep))  # type: ignore[attr-defined]
+                undo.callback(self.cluster.withdraw_endpoint, net, ep)  # type: ignore[attr-defined]
+                self._attach_gwbridge(net, sb, undo)
             self._update_gateway(sb)
             ep.state = "ready"
             self._commit(endpoints=[ep])
             self._write_files(sb)
             undo.pop_all()
         return ep
+
+    def _attach_gwbridge(self, net: Network, sb: Sandbox, undo: contextlib.ExitStack) -> None:
+        """Egress for a sandbox on a (non-internal) global network: a second
+        endpoint on a local bridge network, Docker's docker_gwbridge role;
+        the overlay itself gives no default route."""
+        if net.internal or any(self.networks[e.network_id].name == GWBRIDGE for e in self.endpoints_of_sandbox(sb.id)):
+            return
+        gw = next((n for n in self.networks.values() if n.name == GWBRIDGE), None)
+        if gw is None:
+            gw, _ = self._create_network(NetworkCreate(name=GWBRIDGE, driver="bridge", options=(
+                ("com.docker.network.bridge.name", GWBRIDGE), ("com.docker.network.bridge.enable_icc", "false"))))
+        self._connect(gw, sb, EndpointConfig())
+        undo.callback(self._disconnect_quiet, gw, sb)
+
+    def _detach_gwbridge(self, sb: Sandbox) -> None:
+        """Drop the gateway bridge endpoint once no global network needs it."""
+        eps = self.endpoints_of_sandbox(sb.id)
+        gw = next((e for e in eps if self.networks[e.network_id].name == GWBRIDGE), None)
+        needed = any(self.networks[e.network_id].scope == GLOBAL and not self.networks[e.network_id].internal
+                     for e in eps)
+        if gw is not None and not needed:
+            self._disconnect(self.networks[gw.network_id], sb, gw)
 
     def _heal_network(self, net: Network) -> None:
         """For a LowerLinked driver: re-make the network's kernel objects and
@@ -553,8 +604,8 @@ class Controller:
                         f" ({', '.join(c.subnet for c in configs)})"
                     )
                 pool = matching[0]
-            addr = self.ipam.request_address(pool.pool_id, pref)
-            undo.callback(self.ipam.release_address, pool.pool_id, addr)
+            addr = self._ipam_for(net).request_address(pool.pool_id, pref)
+            undo.callback(self._ipam_for(net).release_address, pool.pool_id, addr)
             if family == 4:
                 ep.ipv4 = _cidr(str(addr), pool.subnet)
             else:
@@ -610,9 +661,13 @@ class Controller:
             lambda: self._remove_dns(net, sb, ep),
             lambda: driver.leave(net, ep, sb.key),
             lambda: driver.delete_endpoint(net, ep),
+            lambda: self.cluster.withdraw_endpoint(net, ep)  # type: ignore[attr-defined]
+            if net.scope == GLOBAL and self.cluster is not None else None,
         )
         self._release_addresses(net, ep)
         self._forget_endpoint(ep)
+        if net.scope == GLOBAL and sb.state != "deleting":
+            errors += self._collect(lambda: self._detach_gwbridge(sb))
         if sb.state != "deleting":
             errors += self._collect(lambda: self._update_gateway(sb), lambda: self._write_files(sb))
         if errors:
@@ -625,7 +680,7 @@ class Controller:
             addr = ipaddress.ip_interface(cidr).ip
             for c in configs:
                 if addr in ipaddress.ip_network(c.subnet):
-                    self.ipam.release_address(c.pool_id, addr)
+                    self._ipam_for(net).release_address(c.pool_id, addr)
 
     @staticmethod
     def _collect(*steps: Callable[[], object]) -> list[str]:

@@ -103,7 +103,9 @@ def _restore_dns(ctrl: "Controller") -> None:
 
 def _replay_ipam(ctrl: "Controller", nets: list["Network"], eps: list["Endpoint"], note) -> None:
     for net in nets:
-        space = GLOBAL if net.scope == "global" else LOCAL
+        if net.scope == GLOBAL:
+            continue  # allocated in the cluster store (etcd), not in memory
+        space = LOCAL
         for c in net.ipv4 + net.ipv6:
             subnet = ipaddress.ip_network(c.subnet)
             pool = ctrl.ipam.request_pool(PoolRequest(
@@ -118,7 +120,7 @@ def _replay_ipam(ctrl: "Controller", nets: list["Network"], eps: list["Endpoint"
     by_id = {n.id: n for n in nets}
     for ep in eps:
         net = by_id.get(ep.network_id)
-        if net is None:
+        if net is None or net.scope == GLOBAL:
             continue
         for cidr, configs in ((ep.ipv4, net.ipv4), (ep.ipv6, net.ipv6)):
             if not cidr:

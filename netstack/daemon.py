@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the host's resolv.conf: upstreams, search domains and options (default /etc/resolv.conf)")
     p.add_argument("--firewall", default="iptables", choices=["iptables", "none"],
                    help="firewall backend (default iptables)")
+    p.add_argument("--cluster-store", default="", metavar="etcd://HOST:PORT[,HOST:PORT...]",
+                   help="etcd holding global (overlay) networks, shared by every host of the cluster")
+    p.add_argument("--cluster-advertise", default="", metavar="ADDR",
+                   help="this host's underlay address (or interface), also its VXLAN endpoint")
+    p.add_argument("--cluster-ttl", type=int, default=int(os.environ.get("PYNET_CLUSTER_TTL", "10")),
+                   help="seconds after which a silent host's endpoints leave the cluster (default 10)")
     return p.parse_args(argv)
 
 
@@ -131,8 +137,18 @@ def build_controller(args: argparse.Namespace) -> Any:
         # Without a firewall there is no DNAT: the resolver then binds port 53 itself.
         redirect = None if args.firewall == "none" else iptables_redirect
         dns = SandboxDns(upstreams=parse_upstreams(args), redirect=redirect)
-    return Controller(args.data_root, exec_root=args.exec_root, firewall=firewall, dns=dns,
-                      host_resolv_conf=args.resolv_conf)
+    cluster = None
+    if args.cluster_store or args.cluster_advertise:
+        from netstack import cluster as clustermod
+
+        if not args.cluster_store:
+            raise InvalidParameter("--cluster-advertise needs --cluster-store etcd://HOST:PORT")
+        cluster = clustermod.connect(args.cluster_store, args.cluster_advertise, args.data_root, ttl=args.cluster_ttl)
+    ctrl = Controller(args.data_root, exec_root=args.exec_root, firewall=firewall, dns=dns,
+                      host_resolv_conf=args.resolv_conf, cluster=cluster)
+    if cluster is not None:
+        ctrl.drivers.get("overlay").attach_cluster(cluster.vtep, cluster.underlay_mtu)
+    return ctrl
 
 
 def parse_upstreams(args: argparse.Namespace) -> list[tuple[str, int]]:
@@ -192,6 +208,17 @@ def main(argv: list[str] | None = None) -> int:
         repairs = ctrl.start()
         for r in repairs:
             log.info("start-up repair: %s", r)
+        agent = None
+        if getattr(ctrl, "cluster", None) is not None:
+            from netstack.cluster import ClusterAgent
+
+            agent = ClusterAgent(ctrl, ctrl.cluster)
+            agent.start()
+            # Serve with the cluster's state if etcd answers soon; without
+            # it local networks work and the agent keeps trying.
+            if not agent.connected.wait(3):
+                log.warning("cluster store %s not reachable yet: overlay operations fail until it is",
+                            args.cluster_store)
         from netstack import faults
 
         faults.arm()
@@ -201,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(args, ctrl, listeners))
     finally:
+        if agent is not None:
+            agent.stop()
         if getattr(ctrl, "dns", None) is not None:
             ctrl.dns.stop()
         ctrl.close()

@@ -1,0 +1,172 @@
+"""The `overlay` driver: one L2 segment across hosts over VXLAN.
+
+Per network and host (made eagerly on every host of the cluster, when the
+network appears in the cluster store):
+
+    pob-<id11>  a Linux bridge, no address: the hosts are not on the overlay
+    pox-<id11>  a VXLAN device on it: VNI from the cluster store, UDP 4789,
+                local = this host's advertised address, learning off,
+                ARP/ND proxy on
+    pov<ep12>   one veth per local endpoint, the peer inside the sandbox
+
+Remote endpoints are programmed as static FDB + neighbour entries (see
+peers.py) by whoever knows them — the cluster agent, from its etcd watch —
+through `set_peers`; `reconcile` repairs drift.  Join sets no default
+route: egress goes through the local gateway bridge the controller adds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+from netstack.driverapi import GLOBAL, Capability, JoinResult
+from netstack.drivers.bridge import random_mac
+from netstack.drivers.overlay import peers as peerplan
+from netstack.drivers.overlay.options import VXLAN_OVERHEAD, VXLAN_PORT, parse_options
+from netstack.drivers.overlay.peers import Peer
+from netstack.endpoint import Endpoint
+from netstack.errors import Conflict, Internal, Unavailable
+from netstack.kernel import links
+from netstack.network import Network
+
+log = logging.getLogger("pynet.overlay")
+
+NAME = "overlay"
+VXLAN_ALIAS_KIND = "overlay-vxlan"
+
+NO_CLUSTER = ("overlay networks need a cluster store: start pynetd with"
+              " --cluster-store etcd://HOST:PORT --cluster-advertise ADDR")
+
+
+def bridge_name(network_id: str) -> str:
+    return f"pob-{network_id[:11]}"
+
+
+def vxlan_name(network_id: str) -> str:
+    return f"pox-{network_id[:11]}"
+
+
+def host_ifname(endpoint_id: str) -> str:
+    return f"pov{endpoint_id[:12]}"
+
+
+class OverlayDriver:
+    name = NAME
+    capability = Capability(data_scope=GLOBAL, connectivity_scope=GLOBAL)
+
+    def __init__(self) -> None:
+        self._ipr = links.host()
+        self.local_vtep = ""
+        self.underlay_mtu = 0
+        self._peers: dict[str, dict[str, Peer]] = {}
+
+    # -- cluster side ------------------------------------------------------
+
+    def attach_cluster(self, vtep: str, underlay_mtu: int) -> None:
+        """Called once by the cluster agent, before any network is made:
+        the local VTEP address and the MTU of the link that holds it."""
+        self.local_vtep = vtep
+        self.underlay_mtu = underlay_mtu
+
+    def mtu(self, network: Network) -> int:
+        cfg = parse_options(network)
+        return cfg.mtu or (self.underlay_mtu or 1500) - VXLAN_OVERHEAD
+
+    def set_peers(self, network: Network, peers: list[Peer]) -> peerplan.Plan:
+        """Make the network's remote endpoints exactly `peers`.  Called by
+        the cluster agent on each watch event and by its reconcile loop;
+        returns what had to change."""
+        self._peers[network.id] = {p.endpoint_id: p for p in peers if p.vtep != self.local_vtep}
+        return self._apply(network)
+
+    def peers(self, network_id: str) -> list[Peer]:
+        return list(self._peers.get(network_id, {}).values())
+
+    def _apply(self, network: Network) -> peerplan.Plan:
+        vx = vxlan_name(network.id)
+        if links.index_of(self._ipr, vx) is None:
+            return peerplan.Plan()
+        plan = peerplan.plan(self.peers(network.id), links.fdb_entries(self._ipr, vx),
+                             links.neigh_entries(self._ipr, vx))
+        for ip in plan.neigh_delete:
+            links.neigh_delete(self._ipr, vx, ip)
+        for mac, dst in plan.fdb_delete:
+            links.fdb_delete(self._ipr, vx, mac, dst)
+        for mac, dst in plan.fdb_add:
+            links.fdb_add(self._ipr, vx, mac, dst)
+        for ip, mac in plan.neigh_replace:
+            links.neigh_replace(self._ipr, vx, ip, mac)
+        return plan
+
+    # -- NetworkDriver -----------------------------------------------------
+
+    def validate(self, network: Network, networks: list[Network]) -> None:
+        parse_options(network)
+        if not self.local_vtep:
+            raise Unavailable(NO_CLUSTER)
+
+    def create_network(self, network: Network) -> Mapping[str, object]:
+        cfg = parse_options(network)
+        if not self.local_vtep:
+            raise Unavailable(NO_CLUSTER)
+        if cfg.vni is None:
+            raise Internal(f"overlay network {network.name} has no VNI: the cluster store allocates it")
+        mtu = self.mtu(network)
+        br, vx = bridge_name(network.id), vxlan_name(network.id)
+        links.create_bridge(self._ipr, br, alias=links.alias_for(NAME, network.id), mtu=mtu, addresses=[])
+        try:
+            links.create_vxlan(self._ipr, vx, alias=links.alias_for(VXLAN_ALIAS_KIND, network.id), vni=cfg.vni,
+                               local=self.local_vtep, port=VXLAN_PORT, mtu=mtu, master=br)
+        except Conflict:
+            links.delete_link(self._ipr, br)
+            raise Conflict(f"VNI {cfg.vni} is already used by another VXLAN device on this host") from None
+        except Exception:
+            links.delete_link(self._ipr, br)
+            raise
+        self._apply(network)
+        return {"bridge": br, "vxlan": vx, "vni": cfg.vni, "mtu": mtu}
+
+    def delete_network(self, network: Network) -> None:
+        errors = []
+        for name in (vxlan_name(network.id), bridge_name(network.id)):
+            try:
+                links.delete_link(self._ipr, name)
+            except Exception as exc:
+                errors.append(exc)
+        self._peers.pop(network.id, None)
+        if errors:
+            raise ExceptionGroup(f"deleting overlay network {network.name}", errors)
+
+    def network_exists(self, network: Network) -> bool:
+        br = links.link_info(self._ipr, bridge_name(network.id))
+        vx = links.link_info(self._ipr, vxlan_name(network.id))
+        return (br is not None and br["alias"] == links.alias_for(NAME, network.id)
+                and vx is not None and vx["master"] == br["index"])
+
+    def owned_links(self) -> dict[str, str]:
+        return {**links.owned_links(self._ipr, NAME), **links.owned_links(self._ipr, VXLAN_ALIAS_KIND)}
+
+    def create_endpoint(self, network: Network, endpoint: Endpoint) -> Mapping[str, object]:
+        # Random, not IP-derived: a reused address never meets a stale MAC.
+        return {"mac": endpoint.mac or random_mac()}
+
+    def delete_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        pass
+
+    def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
+        mtu = int(network.driver_state.get("mtu") or self.mtu(network))  # type: ignore[call-overload]
+        veth = host_ifname(endpoint.id)
+        fd = os.open(sandbox_key, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            links.create_veth_into(
+                self._ipr, veth, alias=links.alias_for("endpoint", endpoint.id),
+                master=bridge_name(network.id), mtu=mtu, sandbox_fd=fd, peer_name=ifname, peer_mac=endpoint.mac,
+            )
+        finally:
+            os.close(fd)
+        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, mtu=mtu)
+
+    def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
+        links.delete_link(self._ipr, host_ifname(endpoint.id))

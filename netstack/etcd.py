@@ -1,0 +1,264 @@
+"""A small etcd v3 client over etcd's JSON gateway (HTTP, stdlib only).
+
+The `etcd3` package on PyPI is unmaintained and breaks with current
+protobuf, and pynet needs five calls: range, put, delete, txn, leases and a
+watch.  etcd serves all of them as JSON at /v3/... (3.4+; /v3beta on 3.3),
+with keys and values base64-encoded.
+
+Errors: every failure to reach etcd (refused, reset, timeout, 5xx, on every
+endpoint given) becomes `Unavailable` naming the endpoints; an answer etcd
+refuses (4xx) becomes `Internal`.  Callers never see `OSError` or
+`http.client` exceptions.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from netstack.errors import Internal, InvalidParameter, Unavailable
+
+log = logging.getLogger("pynet.etcd")
+
+DEFAULT_TIMEOUT = 3.0
+
+
+def b64(s: str | bytes) -> str:
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def unb64(s: str) -> str:
+    return base64.b64decode(s).decode()
+
+
+def prefix_end(prefix: str) -> str:
+    """The range_end that selects every key starting with `prefix`."""
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return raw.decode()
+
+
+def parse_endpoints(url: str) -> list[tuple[str, int]]:
+    """`etcd://HOST:PORT[,HOST:PORT...]` (Docker's --cluster-store syntax)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme != "etcd" or not rest:
+        raise InvalidParameter(f"invalid cluster store {url!r}: expected etcd://HOST:PORT[,HOST:PORT...]")
+    out = []
+    for part in rest.strip("/").split(","):
+        host, _, port = part.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidParameter(f"invalid cluster store endpoint {part!r} in {url!r}: expected HOST:PORT")
+        out.append((host, int(port)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: str
+    create_revision: int
+    mod_revision: int
+    lease: int = 0
+
+
+def _kv(d: dict[str, Any]) -> KeyValue:
+    return KeyValue(
+        key=unb64(d["key"]), value=unb64(d.get("value", "")),
+        create_revision=int(d.get("create_revision", 0)), mod_revision=int(d.get("mod_revision", 0)),
+        lease=int(d.get("lease", 0)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: str                        # "put" | "delete"
+    kv: KeyValue
+
+
+# Txn building blocks, in the gateway's JSON shape.
+
+def cmp_absent(key: str) -> dict[str, Any]:
+    return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
+
+def cmp_mod(key: str, mod_revision: int) -> dict[str, Any]:
+    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
+
+
+def op_put(key: str, value: str, lease: int = 0) -> dict[str, Any]:
+    req: dict[str, Any] = {"key": b64(key), "value": b64(value)}
+    if lease:
+        req["lease"] = str(lease)
+    return {"request_put": req}
+
+
+def op_delete(key: str, *, prefix: bool = False) -> dict[str, Any]:
+    req = {"key": b64(key)}
+    if prefix:
+        req["range_end"] = b64(prefix_end(key))
+    return {"request_delete_range": req}
+
+
+def op_range(key: str) -> dict[str, Any]:
+    return {"request_range": {"key": b64(key)}}
+
+
+class EtcdClient:
+    """Thread-safe: each call opens its own connection (the gateway is on a
+    LAN; a connect costs far less than an etcd write)."""
+
+    def __init__(self, endpoints: list[tuple[str, int]], *, timeout: float = DEFAULT_TIMEOUT,
+                 prefix: str = "/v3") -> None:
+        if not endpoints:
+            raise InvalidParameter("no etcd endpoint given")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self.api = prefix
+        self._preferred = 0
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return "etcd://" + ",".join(f"{h}:{p}" for h, p in self.endpoints)
+
+    def _order(self) -> list[tuple[str, int]]:
+        with self._lock:
+            i = self._preferred
+        return self.endpoints[i:] + self.endpoints[:i]
+
+    def _prefer(self, endpoint: tuple[str, int]) -> None:
+        with self._lock:
+            self._preferred = self.endpoints.index(endpoint)
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST one gateway request, trying each endpoint in turn."""
+        data = json.dumps(body).encode()
+        errors = []
+        for ep in self._order():
+            conn = http.client.HTTPConnection(ep[0], ep[1], timeout=self.timeout)
+            try:
+                conn.request("POST", self.api + path, body=data, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(f"{ep[0]}:{ep[1]}: {exc or type(exc).__name__}")
+                continue
+            finally:
+                conn.close()
+            if resp.status >= 500:
+                errors.append(f"{ep[0]}:{ep[1]}: HTTP {resp.status} {raw[:200]!r}")
+                continue
+            self._prefer(ep)
+            try:
+                answer = json.loads(raw or b"{}")
+            except ValueError as exc:
+                raise Internal(f"etcd answered {path} with non-JSON: {raw[:200]!r}") from exc
+            if resp.status >= 400 or "error" in answer:
+                raise Internal(f"etcd refused {path}: {answer.get('error') or answer.get('message') or raw[:200]!r}")
+            return answer
+        raise Unavailable(f"cluster store {self.describe()} is unreachable ({'; '.join(errors)})")
+
+    # -- key/value ---------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        kvs = self.call("/kv/range", {"key": b64(key)}).get("kvs", [])
+        return _kv(kvs[0]) if kvs else None
+
+    def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under `prefix` and the store's revision at that read."""
+        answer = self.call("/kv/range", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))})
+        return [_kv(d) for d in answer.get("kvs", [])], int(answer["header"]["revision"])
+
+    def put(self, key: str, value: str, *, lease: int = 0) -> int:
+        req: dict[str, Any] = {"key": b64(key), "value": b64(value)}
+        if lease:
+            req["lease"] = str(lease)
+        return int(self.call("/kv/put", req)["header"]["revision"])
+
+    def delete(self, key: str, *, prefix: bool = False) -> int:
+        req = {"key": b64(key)}
+        if prefix:
+            req["range_end"] = b64(prefix_end(key))
+        return int(self.call("/kv/deleterange", req).get("deleted", 0))
+
+    def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
+            failure: list[dict[str, Any]] | None = None) -> tuple[bool, list[dict[str, Any]]]:
+        """(succeeded, responses) of one atomic transaction."""
+        answer = self.call("/kv/txn", {"compare": compare, "success": success, "failure": failure or []})
+        return bool(answer.get("succeeded", False)), answer.get("responses", [])
+
+    # -- leases ------------------------------------------------------------
+
+    def lease_grant(self, ttl: int) -> int:
+        return int(self.call("/lease/grant", {"TTL": ttl})["ID"])
+
+    def lease_keepalive(self, lease: int) -> int:
+        """The lease's new TTL; 0 when it has expired."""
+        return int(self.call("/lease/keepalive", {"ID": str(lease)}).get("result", {}).get("TTL", 0))
+
+    def lease_revoke(self, lease: int) -> None:
+        self.call("/lease/revoke", {"ID": str(lease)})
+
+    # -- watch -------------------------------------------------------------
+
+    def watch(self, prefix: str, start_revision: int, stop: threading.Event,
+              on_open: Callable[[Callable[[], None]], None] | None = None) -> Iterator[list[Event]]:
+        """Batches of events under `prefix` from `start_revision` on, until
+        `stop` is set or the stream breaks (then Unavailable).  `on_open`
+        gets a function that aborts the stream from another thread."""
+        body = json.dumps({"create_request": {
+            "key": b64(prefix), "range_end": b64(prefix_end(prefix)), "start_revision": str(start_revision),
+        }}).encode()
+        for ep in self._order():
+            conn = http.client.HTTPConnection(ep[0], ep[1], timeout=self.timeout)
+            try:
+                conn.request("POST", self.api + "/watch", body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                log.debug("watch on %s:%s failed: %s", ep[0], ep[1], exc)
+                continue
+            break
+        else:
+            raise Unavailable(f"cluster store {self.describe()} is unreachable (watch)")
+        sock = conn.sock
+        assert sock is not None
+        sock.settimeout(None)  # events may be minutes apart; liveness comes from the lease keepalive
+
+        def abort() -> None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        if on_open is not None:
+            on_open(abort)
+        try:
+            while not stop.is_set():
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException, ValueError) as exc:
+                    raise Unavailable(f"watch on {self.describe()} broke: {exc}") from exc
+                if not line:
+                    raise Unavailable(f"watch on {self.describe()} closed by etcd")
+                line = line.strip()
+                if not line:
+                    continue
+                result = json.loads(line).get("result", {})
+                if result.get("canceled") or result.get("compact_revision"):
+                    raise Unavailable(f"watch on {self.describe()} cancelled: {result.get('cancel_reason', 'compacted')}")
+                events = [
+                    Event("delete" if e.get("type") == "DELETE" else "put", _kv(e["kv"]))
+                    for e in result.get("events", [])
+                ]
+                if events:
+                    yield events
+        finally:
+            abort()
+            conn.close()
