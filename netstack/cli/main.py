@@ -35,7 +35,8 @@ ROOT = Spec(
     "Commands:\n"
     "  network     Manage networks\n"
     "  sandbox     Manage sandboxes (network namespaces)\n"
-    "  version     Show the pynet version information",
+    "  version     Show the pynet version information\n"
+    "  oci-hook    OCI runtime hook: attach/detach a container (state on stdin)",
     [
         Flag("host", "H", VALUE, "Daemon socket to connect to (default $PYNET_HOST or unix:///run/pynet/pynet.sock)", "unix:///PATH"),
         Flag("version", "v", BOOL, "Print version information and quit"),
@@ -119,6 +120,10 @@ def _dispatch(ctx: Context, rest: list[str]) -> int:
     if group == "version":
         opts, _ = VERSION_SPEC.parse(rest[1:])
         return version(ctx, opts["format"])
+    if group == "oci-hook":
+        from netstack.cli.oci_hook import run as oci_hook
+
+        return oci_hook(ctx, rest[1:])
     if group not in GROUPS:
         raise UsageError(f"pynet: '{group}' is not a pynet command.", "pynet")
     module: Any = __import__(GROUPS[group], fromlist=["COMMANDS"])
