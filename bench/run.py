@@ -135,7 +135,7 @@ def render_table(res: dict) -> list[str]:
             row.append("failed" if c in res["errors"] and c not in cells else _cell(cells.get(c)))
         for p, c in pairs:
             a, b = _num(cells.get(p)), _num(cells.get(c))
-            row.append(f"{a / b:.2f}" if a is not None and b else "–")
+            row.append(f"{a / b:.2f}" if a is not None and b is not None and a > 0 and b > 0 else "–")
         lines.append("| " + " | ".join(row) + " |")
     if not res["rows"]:
         lines.append("| (no samples) |" + " |" * (len(head) - 1))
@@ -156,6 +156,13 @@ def write_doc(data: dict, path: str) -> None:
            "samples; ratio columns divide pynet's median by the peer's (for latency and memory below 1 is "
            "better for pynet, for throughput and queries per second above 1 is). Latency of a CLI is the "
            "whole command, process start included. Method as in shared/PEERS.md.", "",
+           "Run it: `bench/run --quick` (a few minutes, for developers) or `bench/run --full` (the published "
+           "table); `--only netcreate,attach,scale,memory,ports,dns,dataplane` and `--peers docker,netavark,cni` "
+           "narrow it. It needs root, installs missing Debian packages (docker.io, netavark, aardvark-dns, "
+           "containernetworking-plugins, dnsperf, iperf3, runc, busybox-static), starts dockerd and pynetd in "
+           "namespaces and data roots of its own, and removes everything at the end. Raw results: "
+           "bench/results/*.json (not in git). Single runs on this shared 2-vCPU machine vary by 10–70 %; "
+           "compare columns of one run, not numbers across runs.", "",
            "## Machine", "",
            f"- CPU: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB RAM",
            f"- Kernel {m['kernel']}, {m['distro']}, Python {m['python']}"]
@@ -191,7 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default=",".join(ALL_PEERS), help="comma-separated: docker,netavark,cni")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument("--doc", default=DOC, help=argparse.SUPPRESS)
+    ap.add_argument("--render", metavar="JSON", help="only rewrite docs/benchmarks.md from a results JSON")
     args = ap.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            write_doc(json.load(f), args.doc)
+        print(f"report: {args.doc}")
+        return 0
     if os.geteuid() != 0:
         print("bench/run needs root (it makes network namespaces)", file=sys.stderr)
         return 2
