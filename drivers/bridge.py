@@ -13,9 +13,11 @@ from typing import Mapping
 
 from netstack.driverapi import Capability, JoinResult
 from netstack.endpoint import Endpoint
-from netstack.errors import Conflict, InvalidParameter
+from netstack.errors import Conflict, InvalidParameter, NotFound
 from netstack.kernel import links
+from netstack.kernel.rtnl import Rtnl
 from netstack.network import Network
+from netstack.sandbox import HANDOFF
 from netstack.validation import parse_bool_option as parse_bool
 
 NAME = "bridge"
@@ -93,6 +95,7 @@ class BridgeDriver:
 
     def __init__(self) -> None:
         self._ipr = links.host()
+        self._rtnl = Rtnl()  # the attach hot path
 
     def validate(self, network: Network, networks: list[Network]) -> None:
         cfg = parse_options(network)
@@ -146,13 +149,17 @@ class BridgeDriver:
     def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
         mtu = int(network.driver_state.get("mtu", DEFAULT_MTU))  # type: ignore[arg-type]
         veth = host_ifname(endpoint.id)
-        fd = os.open(sandbox_key, os.O_RDONLY | os.O_CLOEXEC)
+        bridge = str(network.driver_state["bridge"])
+        master = self._rtnl.link_index(bridge)
+        if master is None:
+            raise NotFound(f"bridge {bridge} of network {network.name} does not exist")
+        # HANDOFF: the peer stays in pynetd's namespace for an engine to move.
+        fd = os.open("/proc/thread-self/ns/net" if sandbox_key == HANDOFF else sandbox_key, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            links.create_veth_into(
-                self._ipr, veth, alias=links.alias_for("endpoint", endpoint.id),
-                master=str(network.driver_state["bridge"]), mtu=mtu,
-                sandbox_fd=fd, peer_name=ifname, peer_mac=endpoint.mac,
-            )
+            # One request: the peer is born inside the sandbox, named and
+            # addressed, and the host end is born up on the bridge.
+            self._rtnl.create_veth(veth, ifname, peer_netns_fd=fd, peer_mac=endpoint.mac, mtu=mtu,
+                                   master=master, alias=links.alias_for("endpoint", endpoint.id))
         finally:
             os.close(fd)
         gw4 = next((c.gateway for c in network.ipv4 if c.gateway), "") if not network.internal else ""
@@ -161,7 +168,7 @@ class BridgeDriver:
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
         # Deleting the host end removes the peer in the sandbox with it.
-        links.delete_link(self._ipr, host_ifname(endpoint.id))
+        self._rtnl.delete_link(host_ifname(endpoint.id))
 
     def owned_endpoint_links(self) -> dict[str, str]:
         return links.owned_links(self._ipr, "endpoint")

@@ -38,9 +38,10 @@ from netstack.errors import (
 from netstack.ipamapi import LOCAL, GLOBAL, Ipam, PoolRequest
 from netstack.network import PREDEFINED, IpamConfig, Network
 from netstack.requests import Attachment, EndpointConfig, NetworkCreate, SandboxCreate
-from netstack.sandbox import Sandbox
+from netstack.sandbox import HANDOFF, Sandbox
 from netstack.store import Store
 from netstack import validation
+from netstack.kernel.rtnl import Rtnl
 from netstack.faults import crashpoint
 
 log = logging.getLogger("pynet.controller")
@@ -105,6 +106,7 @@ class Controller:
         self.sandboxes: dict[str, Sandbox] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.repairs: list[str] = []
+        self._sandbox_rtnl: dict[str, Rtnl] = {}
 
     # ------------------------------------------------------------------ lookups
 
@@ -374,7 +376,7 @@ class Controller:
             raise InvalidParameter("give either a netns path or a pid, not both")
         from netstack.kernel import netns
 
-        if req.key and not netns.is_netns(req.key):
+        if req.key and req.key != HANDOFF and not netns.is_netns(req.key):
             raise InvalidParameter(f"{req.key} is not a network namespace")
         if req.pid and not os.path.exists(f"/proc/{req.pid}/ns/net"):
             raise NotFound(f"no process with pid {req.pid}")
@@ -437,6 +439,7 @@ class Controller:
         self._commit(sandboxes=[sb])
         for ep in reversed(self.endpoints_of_sandbox(sb.id)):
             self._disconnect(self.networks[ep.network_id], sb, ep)
+        self._close_rtnl(sb)
         if sb.owned:
             netns.delete(sb.key)
         with contextlib.suppress(FileNotFoundError):
@@ -497,6 +500,8 @@ class Controller:
             raise Forbidden("a sandbox cannot be connected to the host network; run it in the host namespace")
         if net.driver == "null" and current or any(self.networks[e.network_id].driver == "null" for e in current):
             raise Forbidden("a sandbox on the none network cannot be connected to other networks")
+        if sb.key == HANDOFF and net.driver != "bridge":
+            raise InvalidParameter(f"the {net.driver} driver cannot hand an interface over to an engine")
         if config.ifname and any(e.ifname == config.ifname for e in current):
             raise Conflict(f"sandbox {sb.name} already has an interface named {config.ifname}")
         driver = self._driver(net.driver)
@@ -518,18 +523,21 @@ class Controller:
                 undo.callback(driver.leave, net, ep, sb.key)
                 crashpoint("connect:joined")
                 ep.driver_state.update(host_ifname=join.host_ifname, gateway4=join.gateway4, gateway6=join.gateway6)
-                self._configure_interface(sb, ep, join)
-            else:
+                if sb.key != HANDOFF:  # an engine configures the interface it moves
+                    self._configure_interface(sb, ep, join)
+            elif sb.key != HANDOFF:
                 self._loopback_up(sb)
             self.endpoints[ep.id] = ep
             undo.callback(self.endpoints.pop, ep.id, None)
-            self._add_dns(net, sb, ep)
-            undo.callback(self._remove_dns, net, sb, ep)
+            if sb.key != HANDOFF:  # nothing inside: no resolver listener, no routes
+                self._add_dns(net, sb, ep)
+                undo.callback(self._remove_dns, net, sb, ep)
             if net.scope == GLOBAL and self.cluster is not None:
                 self.cluster.publish_endpoint(net, sb, ep, self._dns_names(sb, ep))  # type: ignore[attr-defined]
                 undo.callback(self.cluster.withdraw_endpoint, net, ep)  # type: ignore[attr-defined]
                 self._attach_gwbridge(net, sb, undo)
-            self._update_gateway(sb)
+            if sb.key != HANDOFF:
+                self._update_gateway(sb)
             ep.state = "ready"
             self._commit(endpoints=[ep])
             self._write_files(sb)
@@ -611,25 +619,36 @@ class Controller:
             else:
                 ep.ipv6 = _cidr(str(addr), pool.subnet)
 
-    def _configure_interface(self, sb: Sandbox, ep: Endpoint, join: object) -> None:
-        from netstack.kernel import links
+    def _rtnl(self, sb: Sandbox) -> "Rtnl":
+        """The sandbox's netlink handle, opened once (by a thread that enters
+        its namespace) and kept until the sandbox goes."""
+        from netstack.kernel.rtnl import Rtnl
 
-        addrs = []
+        handle = self._sandbox_rtnl.get(sb.id)
+        if handle is None:
+            handle = self._sandbox_rtnl[sb.id] = Rtnl.in_netns(sb.key)
+            handle.link_up(1)  # loopback
+        return handle
+
+    def _close_rtnl(self, sb: Sandbox) -> None:
+        handle = self._sandbox_rtnl.pop(sb.id, None)
+        if handle is not None:
+            handle.close()
+
+    def _configure_interface(self, sb: Sandbox, ep: Endpoint, join: object) -> None:
+        rtnl = self._rtnl(sb)
+        index = rtnl.link_index(ep.ifname)
+        if index is None:
+            raise NotFound(f"interface {ep.ifname} is missing in sandbox {sb.name}")
         for cidr in (ep.ipv4, ep.ipv6):
             if cidr:
-                a, p = cidr.split("/")
-                addrs.append((a, int(p)))
-        with links.in_sandbox(sb.key) as ipr:
-            links.configure_sandbox_iface(
-                ipr, ep.ifname, addresses=addrs,
-                routes=[(r.destination, r.gateway) for r in join.routes],  # type: ignore[attr-defined]
-            )
+                rtnl.add_address(index, cidr)
+        rtnl.link_up(index)
+        for r in join.routes:  # type: ignore[attr-defined]
+            rtnl.replace_route(r.destination, r.gateway, index)
 
     def _loopback_up(self, sb: Sandbox) -> None:
-        from netstack.kernel import links
-
-        with links.in_sandbox(sb.key) as ipr:
-            ipr.link("set", index=1, state="up")
+        self._rtnl(sb)
 
     def _forget_endpoint(self, ep: Endpoint) -> None:
         with self.store.transaction() as tx:
@@ -658,7 +677,7 @@ class Controller:
         driver = self._driver(net.driver)
         errors = self._collect(
             lambda: self._unpublish(sb, ep),
-            lambda: self._remove_dns(net, sb, ep),
+            lambda: self._remove_dns(net, sb, ep) if sb.key != HANDOFF else None,
             lambda: driver.leave(net, ep, sb.key),
             lambda: driver.delete_endpoint(net, ep),
             lambda: self.cluster.withdraw_endpoint(net, ep)  # type: ignore[attr-defined]
@@ -666,10 +685,13 @@ class Controller:
         )
         self._release_addresses(net, ep)
         self._forget_endpoint(ep)
+        crashpoint("disconnect:forgotten")
         if net.scope == GLOBAL and sb.state != "deleting":
             errors += self._collect(lambda: self._detach_gwbridge(sb))
         if sb.state != "deleting":
-            errors += self._collect(lambda: self._update_gateway(sb), lambda: self._write_files(sb))
+            errors += self._collect(
+                lambda: self._update_gateway(sb) if sb.key != HANDOFF else None, lambda: self._write_files(sb)
+            )
         if errors:
             log.warning("disconnect of %s from %s had errors: %s", sb.name, net.name, errors)
 
@@ -714,17 +736,18 @@ class Controller:
     def _update_gateway(self, sb: Sandbox) -> None:
         """Point the default routes at the gateway endpoint and keep the
         sandbox's published ports on it."""
-        from netstack.kernel import links
-
         gw = self.gateway_endpoint(sb)
         current = next((e for e in self.endpoints_of_sandbox(sb.id) if e.driver_state.get("is_gateway")), None)
-        with links.in_sandbox(sb.key) as ipr:
-            for family, key, default in ((4, "gateway4", "0.0.0.0/0"), (6, "gateway6", "::/0")):
-                addr = str(gw.driver_state.get(key, "")) if gw else ""
-                if addr:
-                    links.add_route(ipr, default, addr, oif=links.index_of(ipr, gw.ifname))
-                else:
-                    links.delete_route(ipr, default)
+        if gw is not None and current is gw:
+            return  # routes and ports already where they belong
+        rtnl = self._rtnl(sb)
+        oif = rtnl.link_index(gw.ifname) if gw is not None else 0
+        for key, default in (("gateway4", "0.0.0.0/0"), ("gateway6", "::/0")):
+            addr = str(gw.driver_state.get(key, "")) if gw else ""
+            if addr:
+                rtnl.replace_route(default, addr, oif or 0)
+            else:
+                rtnl.delete_route(default)
         if current is not None and current is not gw:
             self._unpublish(sb, current)
             current.driver_state.pop("is_gateway", None)
@@ -732,6 +755,9 @@ class Controller:
         if gw is not None and current is not gw:
             gw.driver_state["is_gateway"] = True
             self._publish(sb, gw)
+            # Stored now: a disconnect hands the gateway (and the published
+            # ports) to an endpoint that no later commit of this operation saves.
+            self._commit(endpoints=[gw])
 
     def _port_rules(self, sb: Sandbox, ep: Endpoint) -> object | None:
         net = self.networks.get(ep.network_id)
@@ -816,6 +842,17 @@ class Controller:
                 if not any(n.name == name for n in self.networks.values()):
                     self._create_network(NetworkCreate(name=name, driver=driver), predefined=True)
             return self.repairs
+
+    def repair(self) -> list[str]:
+        """`pynet system repair`: the start-up pass again, on a live daemon,
+        under the lock: re-read the store, rebuild IPAM from it (a fresh
+        allocator, as at start-up), finish interrupted operations, fix
+        drift with the kernel.  Returns what it repaired."""
+        from netstack.controller_recovery import recover
+
+        with self.lock:
+            self.ipam = type(self.ipam)()
+            return recover(self)
 
     def close(self) -> None:
         self.store.close()

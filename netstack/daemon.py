@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the host's resolv.conf: upstreams, search domains and options (default /etc/resolv.conf)")
     p.add_argument("--firewall", default="iptables", choices=["iptables", "none"],
                    help="firewall backend (default iptables)")
+    p.add_argument("--plugin-socket", default="", metavar="PATH",
+                   help="also serve Docker's remote network driver and IPAM plugin protocols on this UNIX"
+                        " socket, e.g. /run/docker/plugins/pynet.sock (the plugin is named after the file)")
     p.add_argument("--cluster-store", default="", metavar="etcd://HOST:PORT[,HOST:PORT...]",
                    help="etcd holding global (overlay) networks, shared by every host of the cluster")
     p.add_argument("--cluster-advertise", default="", metavar="ADDR",
@@ -132,11 +135,10 @@ def build_controller(args: argparse.Namespace) -> Any:
         firewall.setup()
     dns = None
     if not args.no_dns:
-        from netstack.sandbox_dns import SandboxDns, iptables_redirect
+        from netstack.sandbox_dns import SandboxDns
 
         # Without a firewall there is no DNAT: the resolver then binds port 53 itself.
-        redirect = None if args.firewall == "none" else iptables_redirect
-        dns = SandboxDns(upstreams=parse_upstreams(args), redirect=redirect)
+        dns = SandboxDns(upstreams=parse_upstreams(args), bind_53=args.firewall == "none")
     cluster = None
     if args.cluster_store or args.cluster_advertise:
         from netstack import cluster as clustermod
@@ -184,6 +186,14 @@ async def serve(args: argparse.Namespace, ctrl: Any, listeners: list[tuple[str, 
         await site.start()
         sites.append(site)
         log.info("listening on %s://%s", kind, addr)
+    plugin_runner = None
+    if args.plugin_socket:
+        from netstack.api.plugin import make_plugin_app
+
+        plugin_runner = web.AppRunner(make_plugin_app(ctrl), access_log=None, handle_signals=False)
+        await plugin_runner.setup()
+        await web.SockSite(plugin_runner, unix_listener(args.plugin_socket, args.group)).start()
+        log.info("serving the Docker plugin protocols on unix://%s", args.plugin_socket)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -192,6 +202,10 @@ async def serve(args: argparse.Namespace, ctrl: Any, listeners: list[tuple[str, 
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()
+    if plugin_runner is not None:
+        await plugin_runner.cleanup()
+        if os.path.exists(args.plugin_socket):
+            os.unlink(args.plugin_socket)
     for kind, addr in listeners:
         if kind == "unix" and os.path.exists(addr):
             os.unlink(addr)

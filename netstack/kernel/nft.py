@@ -1,0 +1,71 @@
+"""nftables through libnftables (ctypes): one in-process call applies a
+whole batch atomically, in the calling thread's network namespace.
+
+Used where a rule set is tiny and made often: the embedded DNS redirect
+inside each sandbox (~1 ms here, against ~10 ms for a python-iptables
+commit with its thread).  Probed once; without libnftables the caller falls
+back to iptables."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+
+from netstack.errors import Internal
+
+_lib: ctypes.CDLL | None = None
+_probed = False
+_lock = threading.Lock()
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _probed
+    with _lock:
+        if not _probed:
+            _probed = True
+            name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+            try:
+                lib = ctypes.CDLL(name)
+            except OSError:
+                return None
+            lib.nft_ctx_new.restype = ctypes.c_void_p
+            lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+            lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+            lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+            lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            _lib = lib
+        return _lib
+
+
+def available() -> bool:
+    return _load() is not None
+
+
+def run(commands: str) -> None:
+    """Apply `commands` (nft syntax, ';' or newline separated) as one batch."""
+    lib = _load()
+    if lib is None:
+        raise Internal("libnftables is not available")
+    ctx = lib.nft_ctx_new(0)
+    try:
+        lib.nft_ctx_buffer_error(ctx)
+        if lib.nft_run_cmd_from_buffer(ctx, commands.encode()) != 0:
+            err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace").strip()
+            raise Internal(f"nftables refused the batch: {err.splitlines()[0] if err else 'unknown error'}")
+    finally:
+        lib.nft_ctx_free(ctx)
+
+
+def dns_redirect_batch(udp_port: int, tcp_port: int) -> str:
+    """Inside a sandbox: 127.0.0.11:53 -> the resolver's real ports.  The
+    chain is flushed first, so a restarted daemon's new ports win."""
+    return (
+        "add table ip pynet-dns\n"
+        "add chain ip pynet-dns output { type nat hook output priority -100 ; policy accept ; }\n"
+        "flush chain ip pynet-dns output\n"
+        f"add rule ip pynet-dns output ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{udp_port}\n"
+        f"add rule ip pynet-dns output ip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:{tcp_port}\n"
+    )
