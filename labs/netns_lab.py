@@ -36,6 +36,11 @@ def sh(cmd: list[str], *, check: bool = True, timeout: float = 60) -> subprocess
     return subprocess.run(cmd, check=check, text=True, capture_output=True, timeout=timeout)
 
 
+#: processes this run started, kept so that they are reaped (not leaked
+#: as "still running" Popen objects) when stopped
+_PROCS: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -53,6 +58,15 @@ def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
     if not pid or not _alive(pid):
         return
     os.kill(pid, sig)
+    proc = _PROCS.pop(pid, None)
+    if proc is not None:
+        try:
+            proc.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            os.kill(pid, signal.SIGKILL)
+            proc.wait()
+            return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -119,6 +133,7 @@ class LabHost:
             os.unlink(self.st.socket)
         with open(os.path.join(self.st.root, "pynetd.log"), "ab") as log:
             proc = subprocess.Popen(self.daemon_argv(), stdout=log, stderr=log, start_new_session=True)
+        _PROCS[proc.pid] = proc
         self.st.pid = proc.pid
         self.lab.save()
         deadline = time.monotonic() + timeout
@@ -226,6 +241,7 @@ class NetnsLab:
                 "--initial-cluster", "lab=http://127.0.0.1:2380"]
         with open(os.path.join(self.state.root, "etcd.log"), "ab") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        _PROCS[proc.pid] = proc
         self.state.etcd_pid = proc.pid
         self.save()
         deadline = time.monotonic() + 20

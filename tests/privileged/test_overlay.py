@@ -1,0 +1,124 @@
+"""Overlay networks end to end: the lab scenarios on three namespace hosts
+with their own pynetd, joined by an underlay bridge, etcd in a namespace of
+its own (real VXLAN packets between the hosts), plus bad input and the
+kernel state the driver programs.  Nothing is left afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from labs import scenarios
+from netstack.errors import Conflict, Unavailable
+from tests.conftest import need_tool
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture(scope="module")
+def lab():
+    from labs.netns_lab import NetnsLab
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    need_tool("etcd", "busybox", "bridge", "nsenter")
+    lab = NetnsLab.up(3, ttl=3)
+    try:
+        yield lab
+    except BaseException:
+        for h in lab.hosts:
+            print(f"--- {h.name}\n{h.log()[-4000:]}")
+        raise
+    finally:
+        problems = lab.down()
+        assert problems == [] and lab.leftovers() == []
+
+
+def test_reachability_icmp_and_tcp_by_name_and_address(lab):
+    scenarios.reach(lab)
+
+
+def test_address_uniqueness_under_concurrent_attaches(lab):
+    scenarios.concurrent(lab, per_host=6)
+
+
+def test_host_killed_and_restarted(lab):
+    figures = scenarios.host_restart(lab)
+    assert figures["dead_host_endpoints_removed_s"] < lab.state.ttl + 4
+
+
+def test_etcd_restart(lab):
+    scenarios.etcd_restart(lab)
+
+
+def test_vxlan_device_and_reconcile_repairs_drift(lab):
+    h1, h2 = lab.hosts[0], lab.hosts[1]
+    try:
+        scenarios.create_network(lab, "ov-kern", "10.210.9.0/24")
+        scenarios.pynet(h2, "sandbox", "create", "--name", "kk", "--network", "ov-kern")
+        info = json.loads(scenarios.pynet(h1, "network", "inspect", "ov-kern").stdout)[0]
+        vx = f"pox-{info['Id'][:11]}"
+        link = json.loads(scenarios.run(h1.argv(["ip", "-d", "-j", "link", "show", vx])).stdout)[0]
+        data = link["linkinfo"]["info_data"]
+        assert data["id"] == int(info["Options"]["com.docker.network.driver.overlay.vxlanid_list"]) >= 4096
+        assert data["port"] == 4789 and data["local"] == h1.addr
+        assert data["learning"] is False and data["proxy"] is True
+        assert link["mtu"] == 1450
+        fdb = scenarios.run(h1.argv(["bridge", "fdb", "show", "dev", vx])).stdout
+        entry = next(line for line in fdb.splitlines() if f"dst {h2.addr}" in line)
+        mac = entry.split()[0]
+        scenarios.run(h1.argv(["bridge", "fdb", "del", mac, "dev", vx, "dst", h2.addr]))
+        scenarios.wait_until("reconcile restores the deleted FDB entry", lambda: f"{mac} dst {h2.addr}" in
+                             scenarios.run(h1.argv(["bridge", "fdb", "show", "dev", vx])).stdout, 15, 0.2)
+    finally:
+        scenarios.remove(lab, "ov-kern", [(h2, "kk")])
+
+
+def test_bad_input_leaves_nothing_half_made(lab):
+    h1, h2 = lab.hosts[0], lab.hosts[1]
+
+    def links(h):
+        return sorted(l["ifname"] for l in json.loads(scenarios.run(h.argv(["ip", "-j", "link"])).stdout))
+
+    scenarios.create_network(lab, "ov-bad", "10.210.8.0/24")
+    try:
+        vni = json.loads(scenarios.pynet(h1, "network", "inspect", "ov-bad").stdout)[0]["Options"][
+            "com.docker.network.driver.overlay.vxlanid_list"]
+        before = [links(h) for h in lab.hosts]
+        cases = [
+            (["-o", f"com.docker.network.driver.overlay.vxlanid_list={vni}", "--subnet", "10.210.7.0/24", "x"], f"VNI {vni}"),
+            (["--subnet", "10.210.8.128/25", "x"], "10.210.8.0/24"),
+            (["--subnet", "10.210.7.0/24", "ov-bad"], "already exists"),
+            (["-o", "com.docker.network.bridge.name=x", "x"], "unknown option"),
+        ]
+        for args, text in cases:
+            r = scenarios.pynet(h2, "network", "create", "-d", "overlay", *args, check=False)
+            assert r.returncode != 0 and text in r.stderr, (args, r.stderr)
+        time.sleep(0.3)
+        assert [links(h) for h in lab.hosts] == before
+        assert all("x" not in scenarios.pynet(h, "network", "ls", "--format", "{{.Name}}").stdout.split()
+                   for h in lab.hosts)
+    finally:
+        scenarios.pynet(h1, "network", "rm", "ov-bad", check=False)
+
+
+def test_overlay_without_cluster_store_is_refused(host, daemon):
+    with pytest.raises(Unavailable, match="--cluster-store"):
+        daemon.client().network_create({"Name": "ov", "Driver": "overlay"})
+    assert [n["Name"] for n in daemon.client().networks() if n["Name"] == "ov"] == []
+
+
+def test_advertising_an_address_the_host_lacks_is_refused(host):
+    from netstack.testing.hosts import Daemon
+
+    d = Daemon(host, extra_args=["--cluster-store", "etcd://10.199.0.2:2379", "--cluster-advertise", "10.99.99.99"])
+    try:
+        with pytest.raises(RuntimeError, match="this host has no such address"):
+            d.start(timeout=10)
+    finally:
+        d.close()
+    assert Conflict  # the clash with another live host is covered in tests/unit/test_etcd_cluster.py

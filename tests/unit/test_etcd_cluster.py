@@ -1,0 +1,263 @@
+"""The etcd client's edges and the cluster store's logic over an in-memory
+etcd (the same txn semantics the JSON gateway gives: create_revision == 0,
+mod_revision ==), including address uniqueness under concurrent claims."""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import json
+import socket
+import threading
+
+import pytest
+
+from netstack import etcd
+from netstack.cluster import ClusterIpam, ClusterStore, _next_free
+from netstack.errors import Conflict, Forbidden, Internal, InvalidParameter, Unavailable
+from netstack.ipamapi import GLOBAL, PoolRequest
+from netstack.network import IpamConfig, Network
+
+
+class FakeEtcd:
+    """Just enough of EtcdClient, atomic under one lock."""
+
+    def __init__(self) -> None:
+        self.kv: dict[str, etcd.KeyValue] = {}
+        self.rev = 1
+        self.lock = threading.Lock()
+        self.txns = 0
+
+    def describe(self) -> str:
+        return "etcd://fake"
+
+    def get(self, key):
+        with self.lock:
+            return self.kv.get(key)
+
+    def get_prefix(self, prefix):
+        with self.lock:
+            return [v for k, v in sorted(self.kv.items()) if k.startswith(prefix)], self.rev
+
+    def _put(self, key, value, lease=0):
+        self.rev += 1
+        old = self.kv.get(key)
+        self.kv[key] = etcd.KeyValue(key, value, old.create_revision if old else self.rev, self.rev, lease)
+
+    def put(self, key, value, *, lease=0):
+        with self.lock:
+            self._put(key, value, lease)
+            return self.rev
+
+    def delete(self, key, *, prefix=False):
+        with self.lock:
+            return self._delete(key, prefix)
+
+    def _delete(self, key, prefix):
+        gone = [k for k in self.kv if (k.startswith(key) if prefix else k == key)]
+        for k in gone:
+            del self.kv[k]
+        self.rev += 1
+        return len(gone)
+
+    def txn(self, compare, success, failure=None):
+        with self.lock:
+            self.txns += 1
+            ok = all(self._holds(c) for c in compare)
+            for op in success if ok else (failure or []):
+                if "request_put" in op:
+                    r = op["request_put"]
+                    self._put(etcd.unb64(r["key"]), etcd.unb64(r["value"]), int(r.get("lease", 0)))
+                elif "request_delete_range" in op:
+                    r = op["request_delete_range"]
+                    self._delete(etcd.unb64(r["key"]), "range_end" in r)
+            return ok, []
+
+    def _holds(self, c):
+        kv = self.kv.get(etcd.unb64(c["key"]))
+        if c["target"] == "CREATE":
+            return (kv.create_revision if kv else 0) == int(c["create_revision"])
+        return (kv.mod_revision if kv else 0) == int(c["mod_revision"])
+
+    def lease_grant(self, ttl):
+        return 7
+
+
+def pool_req(cidr: str | None = None, **kw) -> PoolRequest:
+    return PoolRequest(address_space=GLOBAL, pool=ipaddress.ip_network(cidr) if cidr else None, **kw)
+
+
+# ------------------------------------------------------------- etcd client
+
+def test_parse_endpoints():
+    assert etcd.parse_endpoints("etcd://10.0.0.1:2379,10.0.0.2:2379") == [("10.0.0.1", 2379), ("10.0.0.2", 2379)]
+    for bad in ("http://x:1", "etcd://", "etcd://host", "etcd://h:99999", "x"):
+        with pytest.raises(InvalidParameter):
+            etcd.parse_endpoints(bad)
+
+
+def test_prefix_end():
+    assert etcd.prefix_end("/pynet/") == "/pynet0"
+
+
+def test_unreachable_etcd_is_unavailable_naming_every_endpoint():
+    socks = [socket.socket() for _ in range(2)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))           # bound, never listening: refused
+    ports = [s.getsockname()[1] for s in socks]
+    client = etcd.EtcdClient([("127.0.0.1", p) for p in ports], timeout=1)
+    with pytest.raises(Unavailable, match="unreachable") as err:
+        client.get("/x")
+    for p in ports:
+        assert str(p) in str(err.value)
+    for s in socks:
+        s.close()
+
+
+def test_gateway_wire_format_and_failover():
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, body))
+            if self.path == "/v3/kv/range":
+                out = {"header": {"revision": "5"}, "kvs": [{"key": etcd.b64("/a"), "value": etcd.b64("v"),
+                                                             "create_revision": "3", "mod_revision": "4"}]}
+            else:
+                self.send_response(400)
+                self.end_headers()
+                self.wfile.write(b'{"error": "bad", "code": 3}')
+                return
+            data = json.dumps(out).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    try:
+        client = etcd.EtcdClient([("127.0.0.1", dead.getsockname()[1]), ("127.0.0.1", srv.server_address[1])])
+        kv = client.get("/a")
+        assert kv == etcd.KeyValue("/a", "v", 3, 4)
+        assert seen[0] == ("/v3/kv/range", {"key": etcd.b64("/a")})
+        with pytest.raises(Internal, match="bad"):
+            client.put("/a", "x")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        dead.close()
+
+
+# ------------------------------------------------------------- cluster IPAM
+
+def test_pools_clash_across_the_cluster():
+    ipam = ClusterIpam(FakeEtcd(), "10.199.0.11")
+    pool = ipam.request_pool(pool_req("10.210.0.0/24"))
+    assert pool.pool_id == "global/10.210.0.0/24"
+    with pytest.raises(Conflict, match="10.210.0.0/24"):
+        ipam.request_pool(pool_req("10.210.0.128/25"))
+    auto = ipam.request_pool(pool_req())
+    assert auto.network == ipaddress.ip_network("10.0.0.0/24")
+    ipam.release_pool(pool.pool_id)
+    ipam.request_pool(pool_req("10.210.0.128/25"))
+
+
+def test_addresses_gateway_first_then_round_robin_and_preferred_clash():
+    ipam = ClusterIpam(FakeEtcd(), "h1")
+    pid = ipam.request_pool(pool_req("10.9.0.0/29", aux_addresses=(ipaddress.ip_address("10.9.0.3"),))).pool_id
+    assert str(ipam.request_address(pid, gateway=True)) == "10.9.0.1"
+    got = [str(ipam.request_address(pid)) for _ in range(4)]
+    assert got == ["10.9.0.2", "10.9.0.4", "10.9.0.5", "10.9.0.6"]   # .3 is aux, .7 broadcast
+    with pytest.raises(Unavailable, match="no available"):
+        ipam.request_address(pid)
+    ipam.release_address(pid, ipaddress.ip_address("10.9.0.4"))
+    with pytest.raises(Conflict, match="10.9.0.5"):
+        ipam.request_address(pid, ipaddress.ip_address("10.9.0.5"))
+    assert str(ipam.request_address(pid, ipaddress.ip_address("10.9.0.4"))) == "10.9.0.4"
+
+
+def test_concurrent_claims_from_many_hosts_are_unique():
+    fake = FakeEtcd()
+    hosts = [ClusterIpam(fake, f"h{i}") for i in range(3)]
+    pid = hosts[0].request_pool(pool_req("10.8.0.0/24")).pool_id
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def attach(ipam):
+        for _ in range(40):
+            a = str(ipam.request_address(pid))
+            with lock:
+                got.append(a)
+
+    threads = [threading.Thread(target=attach, args=(h,)) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 120 and len(set(got)) == 120
+
+
+def test_next_free_wraps_and_reports_full():
+    assert _next_free(1, 5, 4, {4, 5}) == 1
+    assert _next_free(1, 3, 1, {1, 2, 3}) is None
+
+
+# ------------------------------------------------------------ cluster store
+
+def overlay_net(name="ov", vni="") -> Network:
+    opts = {"com.docker.network.driver.overlay.vxlanid_list": vni} if vni else {}
+    return Network(id=(name * 64)[:64], name=name, driver="overlay", scope="global", options=opts,
+                   ipv4=[IpamConfig(subnet="10.7.0.0/24", gateway="10.7.0.1", pool_id="global/10.7.0.0/24")])
+
+
+def test_vni_allocation_and_clashes():
+    fake = FakeEtcd()
+    store = ClusterStore(fake, "10.199.0.11", node_id="n1", underlay_mtu=1500)
+    a, b = overlay_net("a"), overlay_net("b")
+    assert store.create_network(a) == ""
+    store.create_network(b)
+    assert a.options["com.docker.network.driver.overlay.vxlanid_list"] == "4096"
+    assert b.options["com.docker.network.driver.overlay.vxlanid_list"] == "4097"
+    assert a.options["com.docker.network.driver.mtu"] == "1450"
+    with pytest.raises(Conflict, match="VNI 4096"):
+        store.create_network(overlay_net("c", vni="4096"))
+    with pytest.raises(Conflict, match="name a already exists"):
+        store.create_network(overlay_net("a"))
+    store.delete_network(a)
+    store.create_network(overlay_net("c", vni="4096"))
+
+
+def test_mtu_mismatch_warns_and_takes_the_smallest():
+    fake = FakeEtcd()
+    fake.put("/pynet/hosts/10.199.0.12", json.dumps({"vtep": "10.199.0.12", "mtu": 1400}))
+    store = ClusterStore(fake, "10.199.0.11", node_id="n1", underlay_mtu=1500)
+    n = overlay_net()
+    warning = store.create_network(n)
+    assert "differ" in warning and "1350" in warning
+    assert n.options["com.docker.network.driver.mtu"] == "1350"
+
+
+def test_delete_refused_while_another_host_has_endpoints():
+    fake = FakeEtcd()
+    store = ClusterStore(fake, "10.199.0.11", node_id="n1", underlay_mtu=1500)
+    n = overlay_net()
+    store.create_network(n)
+    fake.put(f"/pynet/endpoints/{n.id}/ep1", json.dumps({"vtep": "10.199.0.13"}))
+    with pytest.raises(Forbidden, match="10.199.0.13"):
+        store.delete_network(n)
+
+
+def test_advertising_an_address_another_live_node_holds_is_refused():
+    fake = FakeEtcd()
+    ClusterStore(fake, "10.199.0.11", node_id="n1", underlay_mtu=1500).register()
+    ClusterStore(fake, "10.199.0.11", node_id="n1", underlay_mtu=1500).register()   # the same node again: fine
+    with pytest.raises(Conflict, match="already advertised"):
+        ClusterStore(fake, "10.199.0.11", node_id="n2", underlay_mtu=1500).register()
