@@ -8,6 +8,15 @@ from dataclasses import dataclass, field
 from netstack.endpoint import PortBinding
 
 
+#: The key of a sandbox whose namespace is not pynet's to enter: a container
+#: engine (Docker, through the remote driver protocol) moves each interface
+#: into its container itself.  Joins leave both veth ends in pynetd's
+#: namespace (the peer named as the endpoint's IfName, unconfigured, down);
+#: the controller then configures nothing inside (no addresses, routes or
+#: embedded DNS) and the engine does.  Only the bridge driver supports it.
+HANDOFF = "handoff"
+
+
 @dataclass(slots=True)
 class Sandbox:
     id: str                          # 64 hex
