@@ -62,6 +62,10 @@ class Registry:
     def known(self, name: str) -> bool:
         return name in self._factories
 
+    def loaded(self) -> list[NetworkDriver]:
+        """The drivers made so far (factories run lazily, on first use)."""
+        return list(self._drivers.values())
+
     def get(self, name: str) -> NetworkDriver:
         driver = self._drivers.get(name)
         if driver is None:

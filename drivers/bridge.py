@@ -15,7 +15,7 @@ from netstack.driverapi import Capability, JoinResult
 from netstack.endpoint import Endpoint
 from netstack.errors import Conflict, InvalidParameter, NotFound
 from netstack.kernel import links
-from netstack.kernel.rtnl import Rtnl
+from netstack.kernel.rtnl import LinkReaper, Rtnl
 from netstack.network import Network
 from netstack.sandbox import HANDOFF
 from netstack.validation import parse_bool_option as parse_bool
@@ -96,6 +96,7 @@ class BridgeDriver:
     def __init__(self) -> None:
         self._ipr = links.host()
         self._rtnl = Rtnl()  # the attach hot path
+        self._reaper = LinkReaper()
 
     def validate(self, network: Network, networks: list[Network]) -> None:
         cfg = parse_options(network)
@@ -131,6 +132,7 @@ class BridgeDriver:
         return {"bridge": cfg.bridge, "mtu": cfg.mtu}
 
     def delete_network(self, network: Network) -> None:
+        self._reaper.flush()
         links.delete_link(self._ipr, str(network.driver_state.get("bridge") or parse_options(network).bridge))
 
     def network_exists(self, network: Network) -> bool:
@@ -149,6 +151,7 @@ class BridgeDriver:
     def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
         mtu = int(network.driver_state.get("mtu", DEFAULT_MTU))  # type: ignore[arg-type]
         veth = host_ifname(endpoint.id)
+        self._reaper.flush()  # a dying peer may still hold this ifname in the sandbox
         bridge = str(network.driver_state["bridge"])
         master = self._rtnl.link_index(bridge)
         if master is None:
@@ -167,8 +170,13 @@ class BridgeDriver:
         return JoinResult(host_ifname=veth, sandbox_ifname=ifname, gateway4=gw4 or "", gateway6=gw6 or "", mtu=mtu)
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
-        # Deleting the host end removes the peer in the sandbox with it.
-        self._rtnl.delete_link(host_ifname(endpoint.id))
+        # Cut off now, deleted in the background (the peer in the sandbox
+        # goes with the host end).
+        self._reaper.retire(host_ifname(endpoint.id))
+
+    def settle(self) -> None:
+        """Wait until every retired link is really gone."""
+        self._reaper.flush()
 
     def owned_endpoint_links(self) -> dict[str, str]:
         return links.owned_links(self._ipr, "endpoint")

@@ -284,9 +284,8 @@ class Controller:
     def _host_routes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         from netstack.kernel import links
 
-        with contextlib.closing(links.host()) as ipr:
-            own = {c.subnet for n in self.networks.values() for c in n.ipv4 + n.ipv6}
-            return [ipaddress.ip_network(r) for r in links.routed_networks(ipr) if r not in own]
+        own = {c.subnet for n in self.networks.values() for c in n.ipv4 + n.ipv6}
+        return [ipaddress.ip_network(r) for r in links.routed_networks() if r not in own]
 
     def _forget_network(self, net: Network) -> None:
         with self.store.transaction() as tx:
@@ -440,6 +439,7 @@ class Controller:
         for ep in reversed(self.endpoints_of_sandbox(sb.id)):
             self._disconnect(self.networks[ep.network_id], sb, ep)
         self._close_rtnl(sb)
+        self._settle()
         if sb.owned:
             netns.delete(sb.key)
         with contextlib.suppress(FileNotFoundError):
@@ -447,6 +447,13 @@ class Controller:
                 os.unlink(self.sandbox_file(sb, f))
             os.rmdir(os.path.dirname(self.sandbox_file(sb, "hosts")))
         self._forget_sandbox(sb)
+
+    def _settle(self) -> None:
+        """Wait for links that drivers delete in the background."""
+        for driver in self.drivers.loaded():  # type: ignore[attr-defined]
+            settle = getattr(driver, "settle", None)
+            if settle is not None:
+                settle()
 
     def sandbox_file(self, sb: Sandbox, name: str) -> str:
         return os.path.join(self.data_root, "sandboxes", sb.id, name)

@@ -50,6 +50,14 @@ def resolv_conf(host_text: str, *, embedded_dns: bool) -> str:
 
 
 def write_atomic(path: str, content: str) -> None:
+    """Replace the file whole (a runtime may be reading it), and only when
+    its content changes: a rename costs more than a read here."""
+    try:
+        with open(path) as f:
+            if f.read() == content:
+                return
+    except OSError:
+        pass
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:

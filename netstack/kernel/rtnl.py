@@ -25,7 +25,8 @@ from netstack.errors import Conflict, Internal, InvalidParameter, NotFound
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR = 20
-RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+F_DUMP = 0x300
 F_REQUEST, F_ACK, F_REPLACE, F_EXCL, F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
@@ -154,7 +155,7 @@ class Rtnl:
                 if mtype == NLMSG_DONE:
                     return out
                 out.append(payload)
-                if not flags & F_ACK:
+                if not flags & (F_ACK | F_DUMP):
                     return out
 
     def link_index(self, name: str) -> int | None:
@@ -192,11 +193,50 @@ class Rtnl:
         except NotFound:
             pass
 
+    def create_link(self, name: str, kind: str, *, mtu: int, alias: str = "") -> int:
+        """A new link of `kind` (bridge, ...), down; returns its index."""
+        self.request(RTM_NEWLINK, F_ACK | F_CREATE | F_EXCL,
+                     ifinfo() + attr(IFLA_IFNAME, name.encode() + b"\0") + attr(IFLA_MTU, struct.pack("=I", mtu))
+                     + nested(IFLA_LINKINFO, attr(IFLA_INFO_KIND, kind.encode())), f"{kind} {name}")
+        index = self.link_index(name)
+        if index is None:
+            raise Internal(f"{kind} {name} vanished right after it was made")
+        if alias:
+            self.set_alias(index, alias)
+        return index
+
+    def routes(self) -> list[str]:
+        """Destinations (CIDR) of the main table's routes, IPv4 and IPv6,
+        the default routes left out."""
+        out: list[str] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+            for payload in self.request(RTM_GETROUTE, F_DUMP, body, "route dump"):
+                fam, dst_len, _, _, table, _, _, _, _ = _RTMSG.unpack_from(payload)
+                if table != RT_TABLE_MAIN or not dst_len:
+                    continue
+                for kind, value in _attrs(payload[_RTMSG.size:]):
+                    if kind == RTA_DST:
+                        out.append(f"{ipaddress.ip_address(value)}/{dst_len}")
+        return out
+
     def delete_link(self, name: str) -> None:
         try:
             self.request(RTM_DELLINK, F_ACK, ifinfo() + attr(IFLA_IFNAME, name.encode() + b"\0"), f"delete {name}")
         except NotFound:
             pass
+
+
+def _attrs(data: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    offset = 0
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            break
+        out.append((kind & 0x3FFF, data[offset + 4: offset + length]))
+        offset += (length + 3) & ~3
+    return out
 
 
 def _error(code: int, what: str) -> Exception:
@@ -207,3 +247,46 @@ def _error(code: int, what: str) -> Exception:
     if code == errno.EINVAL:
         return InvalidParameter(f"{what}: invalid argument")
     return Internal(f"{what}: {os.strerror(code)}")
+
+
+class LinkReaper:
+    """Deletes retired links in the background.
+
+    Deleting a netdevice waits for an RCU grace period (~15-25 ms here),
+    the bulk of a detach.  `retire` cuts the link off at once (down, off its
+    bridge: no packet passes it any more) and queues the deletion for a
+    thread of its own; `flush` waits for the queue to drain, and is called
+    before anything that could collide with a dying link (a new join, a
+    network or sandbox removal, shutdown).  Links left behind by a crash
+    carry pynet's alias and are removed by start-up recovery."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._now = Rtnl()        # the caller's thread: cut-offs
+        self._bg = Rtnl()         # the reaper thread: deletions
+        self._queue: "queue.Queue[str]" = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="pynet-link-reaper", daemon=True)
+        self._thread.start()
+
+    def retire(self, name: str) -> None:
+        index = self._now.link_index(name)
+        if index is None:
+            return
+        self._now.request(RTM_NEWLINK, F_ACK, ifinfo(index, 0, IFF_UP) + attr(IFLA_MASTER, struct.pack("=I", 0)),
+                          f"retire {name}")
+        self._queue.put(name)
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            name = self._queue.get()
+            try:
+                self._bg.delete_link(name)
+            except Exception:  # gone already, or the namespace went: recovery handles leftovers
+                pass
+            finally:
+                self._queue.task_done()
