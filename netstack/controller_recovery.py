@@ -10,6 +10,8 @@ In order (libnetwork's, plus what it leaves to luck):
 4. re-create a network whose kernel objects are missing, re-make an
    endpoint whose interface is missing;
 5. remove links pynet made that no stored object owns (orphans);
+   re-make missing endpoint interfaces, then choose each sandbox's gateway
+   endpoint (default route, published ports) again;
 6. rebuild pynet's firewall chains from the store, restore DNS.
 
 Every repair is logged and returned, so `pynetd` and `pynet system repair`
@@ -87,10 +89,29 @@ def recover(ctrl: "Controller") -> list[str]:
             ctrl._commit(networks=[net])
 
     _remove_orphan_links(ctrl, note)
-    _sync_firewall(ctrl)
     _repair_endpoints(ctrl, note)
+    _repair_gateways(ctrl, note)
+    _sync_firewall(ctrl)
     _restore_dns(ctrl)
     return repairs
+
+
+def _repair_gateways(ctrl: "Controller", note) -> None:
+    """Default routes and the gateway endpoint (which carries the published
+    ports) of every sandbox, by Docker's rule again: a disconnect killed
+    after its endpoint was forgotten but before the gateway moved leaves a
+    sandbox with no default route and its ports on no endpoint."""
+    for sb in list(ctrl.sandboxes.values()):
+        eps = ctrl.endpoints_of_sandbox(sb.id)
+        if not eps:
+            continue
+        before = next((e.id for e in eps if e.driver_state.get("is_gateway")), None)
+        errors = ctrl._collect(lambda: ctrl._update_gateway(sb))
+        if errors:
+            note(f"sandbox {sb.name}: gateway not repaired: {errors[0]}")
+        after = next((e.id for e in eps if e.driver_state.get("is_gateway")), None)
+        if after != before:
+            note(f"sandbox {sb.name}: gateway endpoint {(before or 'none')[:12]} -> {(after or 'none')[:12]}")
 
 
 def _restore_dns(ctrl: "Controller") -> None:

@@ -315,6 +315,9 @@ class Client:
     def version(self) -> Any:
         return self.request("GET", "/version")
 
+    def system_repair(self) -> Any:
+        return self.request("POST", "/system/repair")
+
     # -- networks --
 
     def networks(self, filters: dict[str, Any] | None = None) -> Any:

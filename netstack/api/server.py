@@ -194,6 +194,32 @@ class Api:
         await self.call(self.ctrl.delete_sandbox, request.match_info["id"], force=force)
         return web.Response(status=204)
 
+    # ----------------------------------------------------------------- system
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from netstack.api.openapi import document
+
+        return web.json_response(document())
+
+    async def system_repair(self, request: web.Request) -> web.Response:
+        """`pynet system repair`: the start-up recovery under the lock, then
+        the invariant checker on what is left (netstack.invariants)."""
+        def run() -> dict[str, Any]:
+            with self.ctrl.lock:
+                repairs = self.ctrl.repair()
+                remaining: list[str] = []
+                data_root = getattr(self.ctrl, "data_root", None)
+                if data_root is not None and hasattr(self.ctrl, "exec_root"):
+                    import os
+
+                    from netstack import invariants
+
+                    remaining = invariants.check(data_root, self.ctrl.exec_root, f"/proc/{os.getpid()}/ns/net")
+                return {"Repairs": repairs, "Remaining": remaining}
+
+        return web.json_response(await self.call(run))
+
+
 @web.middleware
 async def version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """/vX.Y/path is served as /path, as Docker does; too new or too old is a 400."""
@@ -228,6 +254,8 @@ def make_app(controller: Any) -> web.Application:
         ("POST", "/sandboxes/create", api.sandbox_create),
         ("GET", "/sandboxes/{id}", api.sandbox_inspect),
         ("DELETE", "/sandboxes/{id}", api.sandbox_delete),
+        ("GET", "/openapi.json", api.openapi),
+        ("POST", "/system/repair", api.system_repair),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from netstack.cli.common import Context
 
 VERSION = "0.1.0"
-GROUPS = {"network": "netstack.cli.network", "sandbox": "netstack.cli.sandbox"}
+GROUPS = {"network": "netstack.cli.network", "sandbox": "netstack.cli.sandbox", "system": "netstack.cli.system"}
 
 ROOT = Spec(
     "pynet",
@@ -35,6 +35,7 @@ ROOT = Spec(
     "Commands:\n"
     "  network     Manage networks\n"
     "  sandbox     Manage sandboxes (network namespaces)\n"
+    "  system      Manage pynet (repair)\n"
     "  version     Show the pynet version information\n"
     "  oci-hook    OCI runtime hook: attach/detach a container (state on stdin)",
     [

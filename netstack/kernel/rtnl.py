@@ -172,6 +172,12 @@ class Rtnl:
                      veth_request(host, peer, peer_netns_fd=peer_netns_fd, peer_mac=peer_mac, mtu=mtu,
                                   master=master, alias=alias),
                      f"veth {host}/{peer}")
+        if alias:
+            # The kernel ignores IFLA_IFALIAS in a create request; without the
+            # alias start-up cannot tell an orphan veth from somebody else's.
+            index = self.link_index(host)
+            if index is not None:
+                self.set_alias(index, alias)
 
     def set_alias(self, index: int, alias: str) -> None:
         self.request(RTM_NEWLINK, F_ACK, ifinfo(index) + attr(IFLA_IFALIAS, alias.encode() + b"\0"),
