@@ -173,7 +173,11 @@ class EngineStack(Stack):
         self._log = None
 
     def _spawn(self, cmd: list[str], ready_timeout: float) -> None:
-        os.makedirs(os.path.dirname(self.sock), exist_ok=True)
+        sockdir = os.path.dirname(self.sock)
+        if not os.path.isdir(sockdir):
+            os.makedirs(sockdir)
+            # also when the stack is used by another script than run.py
+            self.cleanup.push(f"remove {sockdir}", lambda: shutil.rmtree(sockdir, ignore_errors=True))
         self._log = open(os.path.join(self.workdir, f"{self.name}d.log"), "wb")
         self.proc = popen(cmd, self.host_ns, stdin=subprocess.DEVNULL, stdout=self._log,
                           stderr=subprocess.STDOUT, start_new_session=True)
