@@ -442,7 +442,9 @@ class PynetStack(EngineStack):
         self.cleanup.pop_run(self._stop_daemon)
 
     def cli(self) -> list[str]:
-        return [os.path.join(VENV_BIN, "pynet"), "-H", f"unix://{self.sock}"]
+        # bench/run provides a regular (non-editable) install of the CLI.
+        exe = os.environ.get("PYNET_BENCH_CLI") or os.path.join(VENV_BIN, "pynet")
+        return [exe, "-H", f"unix://{self.sock}"]
 
     def version(self) -> str:
         try:
