@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         " (default: the nameservers of --resolv-conf)")
     p.add_argument("--resolv-conf", default="/etc/resolv.conf",
                    help="the host's resolv.conf: upstreams, search domains and options (default /etc/resolv.conf)")
-    p.add_argument("--firewall", default="iptables", choices=["iptables", "none"],
+    p.add_argument("--firewall", default="iptables", choices=["iptables", "nftables", "none"],
                    help="firewall backend (default iptables)")
     p.add_argument("--plugin-socket", default="", metavar="PATH",
                    help="also serve Docker's remote network driver and IPAM plugin protocols on this UNIX"
@@ -128,6 +128,11 @@ def build_controller(args: argparse.Namespace) -> Any:
         from netstack.kernel.firewall import NoFirewall
 
         firewall = NoFirewall()
+    elif args.firewall == "nftables":
+        from netstack.kernel.nftables import NftablesFirewall
+
+        firewall = NftablesFirewall()
+        firewall.setup()
     else:
         from netstack.kernel.firewall import IptablesFirewall
 
