@@ -133,7 +133,7 @@ class BridgeDriver:
 
     def delete_network(self, network: Network) -> None:
         self._reaper.flush()
-        links.delete_link(self._ipr, str(network.driver_state.get("bridge") or parse_options(network).bridge))
+        links.delete_link(None, str(network.driver_state.get("bridge") or parse_options(network).bridge))
 
     def network_exists(self, network: Network) -> bool:
         info = links.link_info(self._ipr, str(network.driver_state.get("bridge", "")))

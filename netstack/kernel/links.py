@@ -135,15 +135,25 @@ def _nodad(address: str) -> dict[str, int]:
 
 
 def delete_link(ipr: IPRoute | None, name: str) -> None:
-    """Delete a link in the calling thread's namespace; a link already
-    gone is fine.  (`ipr` is accepted for the callers that hold one.)"""
-    from netstack.kernel.rtnl import Rtnl
+    """Delete a link in `ipr`'s namespace (None: the calling thread's, over
+    raw rtnetlink); a link already gone is fine."""
+    if ipr is None:
+        from netstack.kernel.rtnl import Rtnl
 
-    rtnl = Rtnl()
+        rtnl = Rtnl()
+        try:
+            rtnl.delete_link(name)
+        finally:
+            rtnl.close()
+        return
+    idx = index_of(ipr, name)
+    if idx is None:
+        return
     try:
-        rtnl.delete_link(name)
-    finally:
-        rtnl.close()
+        ipr.link("del", index=idx)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ENODEV, errno.ENOENT):
+            raise _translate(exc, f"delete {name}") from exc
 
 
 def create_veth_into(
