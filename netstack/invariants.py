@@ -314,9 +314,11 @@ def _check_firewall(st: State, host_ns: str) -> list[str]:
 
 # ---------------------------------------------------------------------- DNS
 
-def _query(key: str, name: str, timeout: float = 2.0) -> set[str] | None:
+def _query(key: str, name: str, timeout: float = 1.5, attempts: int = 3) -> set[str] | None:
     """A-record answers for `name` from 127.0.0.11 inside the namespace
-    `key` (None: no answer at all)."""
+    `key` (None: no answer at all).  Retries as a stub resolver does: UDP
+    may drop a datagram on a loaded machine, which says nothing of the
+    records."""
     from dnslib import QTYPE, DNSRecord
 
     from netstack.kernel.netns import run_in_netns
@@ -324,13 +326,17 @@ def _query(key: str, name: str, timeout: float = 2.0) -> set[str] | None:
     sock = run_in_netns(key, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     try:
         sock.settimeout(timeout)
-        q = DNSRecord.question(name, "A")
-        sock.sendto(q.pack(), ("127.0.0.11", 53))
-        for _ in range(3):
-            data, _ = sock.recvfrom(4096)
-            r = DNSRecord.parse(data)
-            if r.header.id == q.header.id:
-                return {str(rr.rdata) for rr in r.rr if rr.rtype == QTYPE.A}
+        for _ in range(attempts):
+            q = DNSRecord.question(name, "A")
+            sock.sendto(q.pack(), ("127.0.0.11", 53))
+            try:
+                while True:
+                    data, _ = sock.recvfrom(4096)
+                    r = DNSRecord.parse(data)
+                    if r.header.id == q.header.id:
+                        return {str(rr.rdata) for rr in r.rr if rr.rtype == QTYPE.A}
+            except socket.timeout:
+                continue
         return None
     except OSError:
         return None
