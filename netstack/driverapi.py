@@ -97,6 +97,7 @@ class Reconciling(Protocol):
         """Links in the host namespace this driver made: ifname -> network id
         (from the link's alias), so start-up can remove orphans."""
 
+
 @runtime_checkable
 class HostAddressing(Protocol):
     """Drivers that take addresses of the network's subnets for the host:
