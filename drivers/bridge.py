@@ -17,6 +17,7 @@ from netstack.errors import Conflict, InvalidParameter, NotFound
 from netstack.kernel import links
 from netstack.kernel.rtnl import LinkReaper, Rtnl
 from netstack.network import Network
+from netstack.validation import check_known_options
 from netstack.sandbox import HANDOFF
 from netstack.validation import parse_bool_option as parse_bool
 
@@ -56,11 +57,7 @@ def parse_mtu(key: str, value: str) -> int:
 def parse_options(network: Network) -> BridgeConfig:
     """Options as a typed config; every key known, every value valid."""
     opts = network.options
-    unknown = sorted(set(opts) - set(OPTIONS))
-    if unknown:
-        raise InvalidParameter(
-            f"unknown option {unknown[0]!r} for the bridge driver (known: {', '.join(OPTIONS)})"
-        )
+    check_known_options(opts, OPTIONS, "bridge")
     name = opts.get(OPT_BRIDGE_NAME) or f"br-{network.id[:12]}"
     links.check_ifname(name, "bridge name")
     host_ip = opts.get(OPT_HOST_BINDING_IPV4, "")

@@ -52,7 +52,9 @@ from netstack.driverapi import Capability, JoinResult
 from netstack.endpoint import Endpoint
 from netstack.errors import Conflict, InvalidParameter, NotFound, PynetError, Unavailable
 from netstack.kernel import links
+from netstack.kernel.rtnl import Rtnl
 from netstack.network import Network
+from netstack.validation import check_known_options
 from netstack.validation import parse_bool_option as parse_bool
 
 NAME = "macvlan"
@@ -85,11 +87,7 @@ class VlanParent:
 
 def parse_options(options: Mapping[str, str], *, internal: bool = False) -> MacvlanConfig:
     """Options as a typed config; every key known, every value valid."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise InvalidParameter(
-            f"unknown option {unknown[0]!r} for the macvlan driver (known: {', '.join(OPTIONS)})"
-        )
+    check_known_options(dict(options), OPTIONS, "macvlan")
     mode = options.get(OPT_MODE) or DEFAULT_MODE
     if mode not in MODES:
         raise InvalidParameter(f"invalid macvlan_mode {mode!r}: use one of {', '.join(MODES)}")
@@ -150,6 +148,7 @@ class MacvlanDriver:
 
     def __init__(self) -> None:
         self._ipr = links.host()
+        self._rtnl = Rtnl()
 
     # ------------------------------------------------------------- network
 
@@ -294,15 +293,16 @@ class MacvlanDriver:
     def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
         st = network.driver_state
         parent = str(st["parent"])
-        parent_idx = links.index_of(self._ipr, parent)
+        parent_idx = self._rtnl.link_index(parent)
         if parent_idx is None:
             raise NotFound(f"parent interface {parent} of network {network.name} does not exist")
         mtu = int(st.get("mtu", 1500))  # type: ignore[call-overload]
         mode = str(st.get("mode", DEFAULT_MODE))
+        links.check_ifname(ifname)
         fd = os.open(sandbox_key, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            links.create_link(self._ipr, links.macvlan_request(
-                ifname, parent_index=parent_idx, mode=mode, mtu=mtu, mac=endpoint.mac, net_ns_fd=fd))
+            # Raw rtnetlink (the attach hot path): born inside the sandbox.
+            self._rtnl.create_macvlan(ifname, parent=parent_idx, mode=mode, mtu=mtu, mac=endpoint.mac, netns_fd=fd)
         except InvalidParameter as exc:
             if mode == "passthru":
                 raise Conflict(f"network {network.name} is in passthru mode: its parent takes one endpoint") from exc

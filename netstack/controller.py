@@ -703,13 +703,8 @@ class Controller:
             log.warning("disconnect of %s from %s had errors: %s", sb.name, net.name, errors)
 
     def _release_addresses(self, net: Network, ep: Endpoint) -> None:
-        for cidr, configs in ((ep.ipv4, net.ipv4), (ep.ipv6, net.ipv6)):
-            if not cidr:
-                continue
-            addr = ipaddress.ip_interface(cidr).ip
-            for c in configs:
-                if addr in ipaddress.ip_network(c.subnet):
-                    self._ipam_for(net).release_address(c.pool_id, addr)
+        for pool, addr in endpoint_pools(net, ep):
+            self._ipam_for(net).release_address(pool.pool_id, addr)
 
     @staticmethod
     def _collect(*steps: Callable[[], object]) -> list[str]:
@@ -863,6 +858,20 @@ class Controller:
 
     def close(self) -> None:
         self.store.close()
+
+
+def endpoint_pools(net: Network, ep: Endpoint) -> list[tuple[IpamConfig, ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    """Each of the endpoint's addresses with the pool of `net` it came from."""
+    out = []
+    for cidr, configs in ((ep.ipv4, net.ipv4), (ep.ipv6, net.ipv6)):
+        if not cidr:
+            continue
+        addr = ipaddress.ip_interface(cidr).ip
+        for c in configs:
+            if addr in ipaddress.ip_network(c.subnet):
+                out.append((c, addr))
+                break
+    return out
 
 
 def _bind_netns(source: str, target: str) -> None:

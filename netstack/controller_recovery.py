@@ -24,6 +24,7 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
+from netstack.controller import endpoint_pools
 from netstack.driverapi import Reconciling
 from netstack.ipamapi import GLOBAL, LOCAL, PoolRequest
 from netstack.requests import EndpointConfig
@@ -143,16 +144,11 @@ def _replay_ipam(ctrl: "Controller", nets: list["Network"], eps: list["Endpoint"
         net = by_id.get(ep.network_id)
         if net is None or net.scope == GLOBAL:
             continue
-        for cidr, configs in ((ep.ipv4, net.ipv4), (ep.ipv6, net.ipv6)):
-            if not cidr:
-                continue
-            addr = ipaddress.ip_interface(cidr).ip
-            for c in configs:
-                if addr in ipaddress.ip_network(c.subnet):
-                    try:
-                        ctrl.ipam.request_address(c.pool_id, addr)
-                    except Exception as exc:  # a duplicate in the store: keep going, report it
-                        note(f"address {addr} of endpoint {ep.name} could not be replayed: {exc}")
+        for pool, addr in endpoint_pools(net, ep):
+            try:
+                ctrl.ipam.request_address(pool.pool_id, addr)
+            except Exception as exc:  # a duplicate in the store: keep going, report it
+                note(f"address {addr} of endpoint {ep.name} could not be replayed: {exc}")
 
 
 def _remove_orphan_links(ctrl: "Controller", note) -> None:

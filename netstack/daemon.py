@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from netstack.kernel.fds import raise_nofile_limit
+
+    raise_nofile_limit()
     try:
         listeners = check_hosts(args)
         lock_fd = lock_data_root(args.data_root)

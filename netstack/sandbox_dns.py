@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from netstack.dns.records import RecordTable
 from netstack.dns.server import DnsServer, open_sandbox_sockets
+from netstack.kernel.fds import move_high
 
 log = logging.getLogger("pynet.dns")
 
@@ -85,7 +86,7 @@ class SandboxDns:
                 udp.close()
                 tcp.close()
                 raise
-        self.server.add_sandbox(sb.id, udp, tcp)
+        self.server.add_sandbox(sb.id, move_high(udp), move_high(tcp))
         self._listening.add(sb.id)
 
     def remove_endpoint(self, net: Any, sb: Any, ep: Any, remaining: list[Any]) -> None:

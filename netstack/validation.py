@@ -82,3 +82,10 @@ def parse_bool_option(key: str, value: str) -> bool:
     if v in ("0", "false", "no", "off"):
         return False
     raise InvalidParameter(f"invalid value {value!r} for option {key}: expected true or false")
+
+
+def check_known_options(options: dict[str, str], known: tuple[str, ...], driver: str) -> None:
+    """Every -o key must be one the driver knows: a typo is an error, not a no-op."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InvalidParameter(f"unknown option {unknown[0]!r} for the {driver} driver (known: {', '.join(known)})")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from netstack.errors import InvalidParameter
 from netstack.network import Network
+from netstack.validation import check_known_options
 
 OPT_VNI = "com.docker.network.driver.overlay.vxlanid_list"
 OPT_MTU = "com.docker.network.driver.mtu"
@@ -51,11 +52,7 @@ def parse_options(network: Network) -> OverlayConfig:
     from netstack.drivers.bridge import parse_mtu
 
     opts = network.options
-    unknown = sorted(set(opts) - set(OPTIONS))
-    if unknown:
-        raise InvalidParameter(
-            f"unknown option {unknown[0]!r} for the overlay driver (known: {', '.join(OPTIONS)})"
-        )
+    check_known_options(opts, OPTIONS, "overlay")
     return OverlayConfig(
         vni=parse_vni(opts[OPT_VNI]) if opts.get(OPT_VNI) else None,
         mtu=parse_mtu(OPT_MTU, opts[OPT_MTU]) if OPT_MTU in opts else None,

@@ -31,6 +31,8 @@ F_REQUEST, F_ACK, F_REPLACE, F_EXCL, F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFLA_LINK, IFLA_MACVLAN_MODE = 5, 1
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS, IFA_F_NODAD = 1, 2, 4, 8, 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 IFF_UP = 1
@@ -88,6 +90,21 @@ def veth_request(host: str, peer: str, *, peer_netns_fd: int, peer_mac: str, mtu
     return body
 
 
+def macvlan_request(name: str, *, parent: int, mode: str, mtu: int, mac: str, netns_fd: int) -> bytes:
+    """RTM_NEWLINK body: a macvlan on `parent`, born inside the sandbox."""
+    body = ifinfo() + b"".join((
+        attr(IFLA_IFNAME, name.encode() + b"\0"),
+        attr(IFLA_LINK, struct.pack("=I", parent)),
+        attr(IFLA_MTU, struct.pack("=I", mtu)),
+        attr(IFLA_NET_NS_FD, struct.pack("=I", netns_fd)),
+        nested(IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"macvlan"),
+               nested(IFLA_INFO_DATA, attr(IFLA_MACVLAN_MODE, struct.pack("=I", MACVLAN_MODES[mode])))),
+    ))
+    if mac:
+        body += attr(IFLA_ADDRESS, mac_bytes(mac))
+    return body
+
+
 def addr_request(index: int, cidr: str) -> bytes:
     iface = ipaddress.ip_interface(cidr)
     family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
@@ -123,10 +140,13 @@ class Rtnl:
 
     @classmethod
     def in_netns(cls, path: str) -> "Rtnl":
+        """A handle kept for a sandbox's lifetime: its fd goes above
+        FD_SETSIZE (see kernel/fds.py)."""
+        from netstack.kernel.fds import move_high
         from netstack.kernel.netns import run_in_netns
 
-        return cls(run_in_netns(path, lambda: socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)))
+        return cls(move_high(run_in_netns(path, lambda: socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE))))
 
     def close(self) -> None:
         self.sock.close()
@@ -178,6 +198,11 @@ class Rtnl:
             index = self.link_index(host)
             if index is not None:
                 self.set_alias(index, alias)
+
+    def create_macvlan(self, name: str, *, parent: int, mode: str, mtu: int, mac: str, netns_fd: int) -> None:
+        self.request(RTM_NEWLINK, F_ACK | F_CREATE | F_EXCL,
+                     macvlan_request(name, parent=parent, mode=mode, mtu=mtu, mac=mac, netns_fd=netns_fd),
+                     f"macvlan link {name}")
 
     def set_alias(self, index: int, alias: str) -> None:
         self.request(RTM_NEWLINK, F_ACK, ifinfo(index) + attr(IFLA_IFALIAS, alias.encode() + b"\0"),

@@ -286,6 +286,9 @@ def test_bad_input_leaves_nothing_half_made(lab):
         (lambda: make(c, "a", "v"), Conflict, "already in use"),
         (lambda: c.network_remove("v"), Forbidden, "active endpoints"),
         (lambda: c.sandbox_create({"Name": "b", "Key": "/tmp"}), InvalidParameter, "/tmp"),
+        (lambda: c.sandbox_create({"Name": "b", "Key": "/run/netns/no-such-ns"}), InvalidParameter, "no-such-ns"),
+        (lambda: c.network_connect("host", {"Container": "a"}), Forbidden, "host network"),
+        (lambda: c.sandbox_create({"Name": "b", "Networks": ["none", "v"]}), Forbidden, "none network"),
         (lambda: c.sandbox_create({"Name": "b", "Pid": 999999}), NotFound, "999999"),
     ]
     for call, kind, text in cases:
