@@ -67,7 +67,9 @@ try:
         start = _skip_ws(text, 0)
         try:
             value, end = _scan(text, start)
-        except StopIteration:
+        except (StopIteration, ValueError, SystemError):
+            # The C scanner reports some errors through json.decoder, which
+            # is not imported here; it then fails with SystemError.
             raise ValueError(f"invalid JSON at offset {start}") from None
         if _skip_ws(text, end) != len(text):
             raise ValueError(f"extra data after JSON at offset {end}")

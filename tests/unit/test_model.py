@@ -214,3 +214,11 @@ def test_resolv_conf_for_sandboxes():
     assert "127.0.0.53" not in plain and "nameserver 10.1.1.1" in plain
     hosts = sandbox_files.hosts_content([("10.0.0.2", ["web", "www"])])
     assert hosts.startswith("127.0.0.1\tlocalhost") and "10.0.0.2\tweb www\n" in hosts
+
+
+@pytest.mark.parametrize("text", ["{bad", "[1,", '{"a":}', "", "nul", '{"a": 1} x'])
+def test_client_json_decoder_rejects_garbage_with_value_error(text):
+    from netstack.api.client import loads
+
+    with pytest.raises(ValueError):
+        loads(text)
