@@ -47,14 +47,7 @@ def host():
 @pytest.fixture
 def daemon(host):
     """A real pynetd inside `host`, with a data root of its own."""
-    from netstack.testing.hosts import Daemon
+    from netstack.testing.hosts import Daemon, running
 
-    d = Daemon(host)
-    try:
-        d.start()
+    with running(Daemon(host)) as d:
         yield d
-    except BaseException:
-        print(d.log())
-        raise
-    finally:
-        d.close()

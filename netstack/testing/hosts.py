@@ -8,6 +8,7 @@ fail, and never touch the machine's own namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from netstack.kernel import netns
 
@@ -151,3 +152,17 @@ class Daemon:
                 except Exception:
                     pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(daemon: Daemon) -> Iterator[Daemon]:
+    """Start `daemon` for a test; print its log if anything fails; always
+    stop it and remove what it left."""
+    try:
+        daemon.start()
+        yield daemon
+    except BaseException:
+        print(daemon.log())
+        raise
+    finally:
+        daemon.close()

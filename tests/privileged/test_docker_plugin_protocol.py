@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from netstack.testing.hosts import Daemon
+from netstack.testing.hosts import Daemon, running
 
 pytestmark = pytest.mark.privileged
 
@@ -34,14 +34,8 @@ class UnixHTTP(http.client.HTTPConnection):
 def plugin(host):
     d = Daemon(host)
     d.extra_args = ["--plugin-socket", os.path.join(d.root, "plugins", "pynet.sock")]
-    try:
-        d.start()
+    with running(d):
         yield d
-    except BaseException:
-        print(d.log())
-        raise
-    finally:
-        d.close()
 
 
 def post(d, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, dict]:

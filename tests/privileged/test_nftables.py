@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from typing import Iterator
@@ -30,49 +28,9 @@ from netstack.kernel.nftables import NftablesFirewall, plan_network_elements, pl
 from tests.conftest import need
 
 pytestmark = pytest.mark.privileged
-PY = sys.executable
-
-
-def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=30)
-
-
-def nsx(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run("ip", "netns", "exec", ns, *argv, check=check)
-
-
-SERVER = textwrap.dedent("""
-    import socket, sys
-    proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if proto == "tcp":
-        s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, port)); s.listen(16); print("ready", flush=True)
-        while True:
-            c, peer = s.accept(); c.sendall(("from " + peer[0]).encode()); c.close()
-    else:
-        s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((host, port)); print("ready", flush=True)
-        while True:
-            data, peer = s.recvfrom(512); s.sendto(("from " + peer[0]).encode(), peer)
-""")
-
-CLIENT = textwrap.dedent("""
-    import socket, sys
-    proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        if proto == "tcp":
-            s = socket.create_connection((host, port), timeout=1.5); print(s.recv(100).decode())
-        else:
-            s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(1.5); s.sendto(b"x", (host, port))
-            print(s.recvfrom(100)[0].decode())
-    except OSError as e:
-        print("FAIL", e)
-""")
-
-
-def talk(ns: str, proto: str, host: str, port: int) -> str:
-    return nsx(ns, PY, "-c", CLIENT, proto, host, str(port)).stdout.strip()
+# The traffic helpers are the iptables backend's test's: both backends are
+# held to the same packets.
+from tests.privileged.test_firewall import PY, SERVER, nsx, run, talk  # noqa: E402
 
 
 class Topo:

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from netstack.errors import Conflict, Forbidden, InvalidParameter, NotFound
-from netstack.testing.hosts import Daemon, NetnsHost, veth_between
+from netstack.testing.hosts import Daemon, NetnsHost, running, veth_between
 from tests.conftest import need_tool
 
 pytestmark = pytest.mark.privileged
@@ -109,15 +109,8 @@ def lab(host):
     ext = NetnsHost("pnx")
     try:
         veth_between(host, "lan0", f"{HOST_LAN}/24", ext, "lan0", f"{EXT_LAN}/24")
-        d = Daemon(host, extra_args=["--dns-upstream", f"{EXT_LAN}:53"])
-        d.start()
-        try:
+        with running(Daemon(host, extra_args=["--dns-upstream", f"{EXT_LAN}:53"])) as d:
             yield host, ext, d
-        except BaseException:
-            print(d.log())
-            raise
-        finally:
-            d.close()
     finally:
         ext.close()
 
