@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -65,14 +66,22 @@ def ping(key: str, ip: str) -> bool:
     return in_ns(key, ["busybox", "ping", "-c", "1", "-W", "1", ip]).returncode == 0
 
 
+# Listens, says "ready" once the socket accepts, then prints what one client sends.
+ONE_SHOT_SERVER = (
+    "import socket,sys\n"
+    "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(1); print('ready', flush=True)\n"
+    "s.settimeout(8); c, _ = s.accept(); c.settimeout(5); print(c.recv(100).decode(), flush=True)\n")
+
+
 def tcp_ok(server_key: str, client_key: str, ip: str, port: int = 7777) -> bool:
-    """A TCP connection from `client_key` to a busybox nc listening in `server_key`."""
-    srv = subprocess.Popen(["nsenter", f"--net={server_key}", "busybox", "nc", "-l", "-p", str(port)],
+    """A TCP connection from `client_key` to a listener in `server_key`."""
+    srv = subprocess.Popen(["nsenter", f"--net={server_key}", sys.executable, "-c", ONE_SHOT_SERVER, str(port)],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        time.sleep(0.2)
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
         in_ns(client_key, ["busybox", "sh", "-c", f"echo hello | busybox nc -w 2 {ip} {port}"])
-        out, _ = srv.communicate(timeout=5)
+        out, _ = srv.communicate(timeout=10)
         return "hello" in out
     finally:
         if srv.poll() is None:
