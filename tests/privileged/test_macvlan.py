@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -232,11 +231,12 @@ def test_vlan_parent_made_tagged_and_removed(host, lan, daemon):
     create(c, "v10", parent="lan0.10", subnet="10.80.0.0/24")
     assert "lan0.10" in link_names(host)
     cap = subprocess.Popen(
-        ["ip", "netns", "exec", lan.name, "python3", "-c",
+        ["ip", "netns", "exec", lan.name, sys.executable, "-c",
          "from scapy.all import sniff, Dot1Q; p = sniff(iface='eth0', count=1, timeout=8, "
+         "started_callback=lambda: print('ready', flush=True), "
          "lfilter=lambda p: p.haslayer(Dot1Q)); print(p[0][Dot1Q].vlan if p else 'none')"],
         stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    assert cap.stdout is not None and cap.stdout.readline().strip() == "ready"
     a = sandbox(c, "a", "v10")
     assert ping(a["Key"], "10.80.0.100")
     assert cap.communicate(timeout=15)[0].strip() == "10"
