@@ -28,6 +28,7 @@ from netstack.controller import endpoint_pools
 from netstack.driverapi import Reconciling
 from netstack.ipamapi import GLOBAL, LOCAL, PoolRequest
 from netstack.requests import EndpointConfig
+from netstack.sandbox import HANDOFF
 
 if TYPE_CHECKING:
     from netstack.controller import Controller
@@ -60,7 +61,7 @@ def recover(ctrl: "Controller") -> list[str]:
             note(f"endpoint {ep.id[:12]} of a missing network removed")
             ctrl._forget_endpoint(ep)
             continue
-        if sb is None or ep.state != "ready" or not netns.is_netns(sb.key):
+        if sb is None or ep.state != "ready" or not _alive(sb.key):
             note(f"endpoint {ep.name} on {net.name} ({ep.state}) removed")
             if sb is None:
                 from netstack.sandbox import Sandbox
@@ -69,7 +70,7 @@ def recover(ctrl: "Controller") -> list[str]:
             ctrl._disconnect(net, sb, ep)
 
     for sb in list(ctrl.sandboxes.values()):
-        if sb.state != "ready" or not netns.is_netns(sb.key):
+        if sb.state != "ready" or not _alive(sb.key):
             note(f"sandbox {sb.name} ({sb.state}, namespace {'present' if netns.is_netns(sb.key) else 'gone'}) removed")
             ctrl._delete_sandbox(sb)
 
@@ -97,6 +98,15 @@ def recover(ctrl: "Controller") -> list[str]:
     return repairs
 
 
+def _alive(key: str) -> bool:
+    """A sandbox's namespace is still there.  A HANDOFF sandbox's namespace
+    is its engine's (docker's, through the plugin), invisible here: the
+    engine says when it goes (DeleteEndpoint), and its veth stays."""
+    from netstack.kernel import netns
+
+    return key == HANDOFF or netns.is_netns(key)
+
+
 def _repair_gateways(ctrl: "Controller", note) -> None:
     """Default routes and the gateway endpoint (which carries the published
     ports) of every sandbox, by Docker's rule again: a disconnect killed
@@ -104,7 +114,7 @@ def _repair_gateways(ctrl: "Controller", note) -> None:
     sandbox with no default route and its ports on no endpoint."""
     for sb in list(ctrl.sandboxes.values()):
         eps = ctrl.endpoints_of_sandbox(sb.id)
-        if not eps:
+        if not eps or sb.key == HANDOFF:  # the engine routes inside
             continue
         before = next((e.id for e in eps if e.driver_state.get("is_gateway")), None)
         errors = ctrl._collect(lambda: ctrl._update_gateway(sb))
@@ -119,7 +129,7 @@ def _restore_dns(ctrl: "Controller") -> None:
     """Records and listeners live in memory: rebuild them from the store."""
     for ep in ctrl.endpoints.values():
         sb = ctrl.sandboxes.get(ep.sandbox_id)
-        if sb is not None:
+        if sb is not None and sb.key != HANDOFF:  # the engine's DNS serves it
             ctrl._add_dns(ctrl.networks[ep.network_id], sb, ep)
 
 

@@ -8,7 +8,10 @@ with synchronous=NORMAL is durable against a process crash (a power loss
 may drop the last transactions, never corrupt the file).
 
 IPAM keeps nothing here: allocations are the addresses of stored networks
-and endpoints, replayed into the allocator at start-up.
+and endpoints, replayed into the allocator at start-up.  The one exception
+is the Docker IPAM plugin (netstack.api.plugin): dockerd holds the pools and
+addresses it asked for and never replays them, so the plugin keeps them in
+``plugin_pools`` and ``plugin_addresses`` (schema version 2).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from netstack.errors import Internal
 from netstack.network import IpamConfig, Network
 from netstack.sandbox import Sandbox
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: plugin_pools, plugin_addresses (created on open; a v1 file is upgraded)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,6 +36,9 @@ CREATE TABLE IF NOT EXISTS networks (id TEXT PRIMARY KEY, name TEXT NOT NULL UNI
 CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS endpoints (
     id TEXT PRIMARY KEY, network_id TEXT NOT NULL, sandbox_id TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plugin_pools (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plugin_addresses (
+    pool_id TEXT NOT NULL, address TEXT NOT NULL, PRIMARY KEY (pool_id, address));
 """
 
 
@@ -84,6 +90,22 @@ class Transaction:
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
 
+    # The Docker IPAM plugin's pools (by docker's PoolID) and addresses.
+
+    def put_plugin_pool(self, pool_id: str, body: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO plugin_pools VALUES (?, ?)", (pool_id, json.dumps(body, sort_keys=True)))
+
+    def delete_plugin_pool(self, pool_id: str) -> None:
+        """The pool and every address in it."""
+        self._db.execute("DELETE FROM plugin_addresses WHERE pool_id = ?", (pool_id,))
+        self._db.execute("DELETE FROM plugin_pools WHERE id = ?", (pool_id,))
+
+    def put_plugin_address(self, pool_id: str, address: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO plugin_addresses VALUES (?, ?)", (pool_id, address))
+
+    def delete_plugin_address(self, pool_id: str, address: str) -> None:
+        self._db.execute("DELETE FROM plugin_addresses WHERE pool_id = ? AND address = ?", (pool_id, address))
+
 
 class Store:
     def __init__(self, data_root: str) -> None:
@@ -103,6 +125,10 @@ class Store:
             raise Internal(
                 f"the store {self.path} has schema version {row[0]}, newer than this pynet ({SCHEMA_VERSION})"
             )
+        elif int(row[0]) < SCHEMA_VERSION:
+            # Every upgrade so far only adds tables, which the schema script
+            # above has just created (empty): recording the version is all.
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -120,6 +146,14 @@ class Store:
         sbs = [sandbox_from_dict(json.loads(b)) for (b,) in self._db.execute("SELECT body FROM sandboxes")]
         eps = [endpoint_from_dict(json.loads(b)) for (b,) in self._db.execute("SELECT body FROM endpoints")]
         return nets, sbs, eps
+
+    def load_plugin_ipam(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        """The Docker IPAM plugin's pools (id -> body) and addresses (pool id -> addresses)."""
+        pools = {pid: json.loads(b) for pid, b in self._db.execute("SELECT id, body FROM plugin_pools ORDER BY id")}
+        addresses: dict[str, list[str]] = {}
+        for pid, addr in self._db.execute("SELECT pool_id, address FROM plugin_addresses ORDER BY pool_id, address"):
+            addresses.setdefault(pid, []).append(addr)
+        return pools, addresses
 
     def close(self) -> None:
         self._db.close()

@@ -22,8 +22,23 @@ the IPAM allocator:
 IPAM: an allocator of the plugin's own (pools and addresses docker asks
 for), which avoids the subnets of pynet's networks and the host's routes
 when it picks a default pool; CreateNetwork/CreateEndpoint then reserve the
-same pool and addresses in pynet's IPAM.  It is not persisted: after a
-pynetd restart docker's networks must be recreated.
+same pool and addresses in pynet's IPAM.
+
+State across a pynetd restart.  dockerd keeps the PoolIDs and addresses it
+was given and never asks again (we answer RequiresRequestReplay: false), so
+the plugin's allocator is kept in pynet's store: tables ``plugin_pools``
+(docker's PoolID -> what was asked and what was given, the reference count
+of an explicit pool) and ``plugin_addresses``.  Every IPAM call changes the
+allocator and then writes its rows in one transaction; if the write fails
+the allocator change is undone, so memory never holds what the file does
+not.  At start the allocator is rebuilt from the tables (a row that no
+longer fits is logged and left alone, never guessed at).  The driver side
+needs nothing of its own: networks and handoff sandboxes are ordinary
+controller objects in the store, and start-up recovery keeps a handoff
+sandbox (its namespace is docker's, so there is nothing for pynet to see)
+with its veth, which docker's container still holds.  A kill between a
+commit and the reply leaves an address (or pool) docker never learnt of;
+it goes when docker releases the pool.
 
 Errors: a request that cannot be decoded is a 400, an unknown method a 404
 (libnetwork takes it as "not implemented"), a failure a 200 with
@@ -41,7 +56,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from netstack.errors import InvalidParameter, NotFound, PynetError
+from netstack.errors import Internal, InvalidParameter, NotFound, PynetError
 from netstack.ipamapi import GLOBAL, LOCAL, PoolRequest
 from netstack.requests import Attachment, EndpointConfig, NetworkCreate, SandboxCreate, SubnetRequest
 from netstack.sandbox import HANDOFF
@@ -95,6 +110,67 @@ class PluginApi:
             ipam = DefaultIpam()
         self.ipam = ipam
         self._explicit: dict[tuple[str, str, str, bool], tuple[str, int]] = {}  # request -> (pool id, refs)
+        self._requests: dict[str, dict[str, Any]] = {}   # pool id -> its stored row
+        self.repairs: list[str] = []
+        with self.ctrl.lock:
+            self._restore()
+
+    # ---------------------------------------------------------------- state
+
+    def _restore(self) -> None:
+        """Rebuild the allocator from the store: every pool docker holds,
+        then every address it was given."""
+        pools, addresses = self.ctrl.store.load_plugin_ipam()
+
+        def note(msg: str) -> None:
+            log.warning("plugin IPAM: %s", msg)
+            self.repairs.append(msg)
+
+        for pool_id, row in pools.items():
+            try:
+                got = self.ipam.request_pool(PoolRequest(
+                    address_space=GLOBAL if row["space"] == GLOBAL else LOCAL,
+                    pool=ipaddress.ip_network(row["network"]),
+                    sub_pool=ipaddress.ip_network(row["sub_pool"]) if row.get("sub_pool") else None,
+                    v6=bool(row["v6"]),
+                ))
+            except (PynetError, KeyError, TypeError, ValueError) as exc:
+                note(f"pool {pool_id} not restored: {exc}")
+                continue
+            if got.pool_id != pool_id:
+                self.ipam.release_pool(got.pool_id)
+                note(f"pool {pool_id} not restored: the allocator names it {got.pool_id}")
+                continue
+            self._requests[pool_id] = row
+            request = row.get("request") or ["", "", "", False]
+            if request[1]:   # an explicit pool: asked again, the same PoolID (refs counts them)
+                key = (str(request[0]), str(request[1]), str(request[2]), bool(request[3]))
+                self._explicit[key] = (pool_id, int(row.get("refs", 1)))
+        for pool_id, addrs in addresses.items():
+            if pool_id not in self._requests:
+                if pool_id not in pools:
+                    note(f"{len(addrs)} address(es) of unknown pool {pool_id} ignored")
+                continue
+            for a in addrs:
+                try:
+                    self.ipam.request_address(pool_id, ipaddress.ip_address(a))
+                except (PynetError, ValueError) as exc:
+                    note(f"address {a} of pool {pool_id} not restored: {exc}")
+        if pools:
+            log.info("plugin IPAM: %d pool(s), %d address(es) restored", len(self._requests),
+                     sum(len(v) for k, v in addresses.items() if k in self._requests))
+
+    def _write(self, undo: Callable[[], Any], fn: Callable[[Any], None]) -> None:
+        """One transaction for one IPAM call; `undo` reverts the allocator
+        when the store refuses."""
+        try:
+            with self.ctrl.store.transaction() as tx:
+                fn(tx)
+        except BaseException as exc:
+            undo()
+            if isinstance(exc, PynetError):
+                raise
+            raise Internal(f"the plugin's IPAM state could not be stored: {exc}") from exc
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         def locked() -> Any:
@@ -197,13 +273,17 @@ class PluginApi:
         key = (space, pool, sub, v6)
         if pool and key in self._explicit:
             pool_id, refs = self._explicit[key]
+            row = {**self._requests[pool_id], "refs": refs + 1}
+            self._write(lambda: None, lambda tx: tx.put_plugin_pool(pool_id, row))
             self._explicit[key] = (pool_id, refs + 1)
+            self._requests[pool_id] = row
             return {"PoolID": pool_id, "Pool": str(self.ipam.pools()[pool_id]), "Data": {}}
         taken = [ipaddress.ip_network(c.subnet) for n in self.ctrl.list_networks() for c in n.ipv4 + n.ipv6]
+        sub_pool = validation.parse_subnet(sub) if sub else None
         got = self.ipam.request_pool(PoolRequest(
             address_space=GLOBAL if space == GLOBAL else LOCAL,
             pool=validation.parse_subnet(pool) if pool else None,
-            sub_pool=validation.parse_subnet(sub) if sub else None, v6=v6,
+            sub_pool=sub_pool, v6=v6,
             exclude=() if pool else tuple(taken + self.ctrl._host_routes()),
         ))
         if pool:
@@ -211,6 +291,15 @@ class PluginApi:
                 if other.version == got.network.version and other.overlaps(got.network):
                     self.ipam.release_pool(got.pool_id)
                     raise InvalidParameter(f"pool {pool} overlaps with pynet network subnet {other}")
+        row = {
+            "space": GLOBAL if space == GLOBAL else LOCAL, "network": str(got.network),
+            "sub_pool": str(sub_pool) if sub_pool else "", "v6": v6,
+            # what docker asked, for an explicit pool asked again (refs counts them)
+            "request": [space, pool, sub, v6], "refs": 1,
+        }
+        self._write(lambda: self.ipam.release_pool(got.pool_id), lambda tx: tx.put_plugin_pool(got.pool_id, row))
+        self._requests[got.pool_id] = row
+        if pool:
             self._explicit[key] = (got.pool_id, 1)
         return {"PoolID": got.pool_id, "Pool": str(got.network), "Data": {}}
 
@@ -219,9 +308,17 @@ class PluginApi:
         for key, (pid, refs) in list(self._explicit.items()):
             if pid == pool_id:
                 if refs > 1:
+                    row = {**self._requests[pool_id], "refs": refs - 1}
+                    self._write(lambda: None, lambda tx: tx.put_plugin_pool(pool_id, row))
                     self._explicit[key] = (pid, refs - 1)
+                    self._requests[pool_id] = row
                     return {}
+        # The rows first: nothing to undo if the store refuses.
+        self._write(lambda: None, lambda tx: tx.delete_plugin_pool(pool_id))
+        for key, (pid, _) in list(self._explicit.items()):
+            if pid == pool_id:
                 del self._explicit[key]
+        self._requests.pop(pool_id, None)
         self.ipam.release_pool(pool_id)
         return {}
 
@@ -236,12 +333,17 @@ class PluginApi:
 
         preferred = validation.parse_address(address, "address") if address else None
         got = self.ipam.request_address(pool_id, preferred, gateway=gateway and preferred is None)
+        self._write(lambda: self.ipam.release_address(pool_id, got),
+                    lambda tx: tx.put_plugin_address(pool_id, str(got)))
         return {"Address": f"{got}/{network.prefixlen}", "Data": {}}
 
     def release_address(self, b: dict[str, Any]) -> dict[str, Any]:
         pool_id, address = _str(b, "PoolID"), _str(b, "Address")
         if pool_id in self.ipam.pools() and address:
-            self.ipam.release_address(pool_id, ipaddress.ip_address(_plain(address)))
+            addr = ipaddress.ip_address(_plain(address))
+            self.ipam.release_address(pool_id, addr)
+            self._write(lambda: self.ipam.request_address(pool_id, addr),
+                        lambda tx: tx.delete_plugin_address(pool_id, str(addr)))
         return {}
 
 
