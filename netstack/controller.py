@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 from netstack import ports as portspec
 from netstack import sandbox_files
 from netstack.driverapi import HostAddressing, LowerLinked, NetworkDriver, Reconciling
-from netstack.endpoint import Endpoint, PortBinding
+from netstack.endpoint import Endpoint, EndpointTable, PortBinding
 from netstack.errors import (
     Conflict, Forbidden, InvalidParameter, NotFound, PynetError, Unavailable,
 )
@@ -104,7 +104,7 @@ class Controller:
         self.lock = threading.RLock()
         self.networks: dict[str, Network] = {}
         self.sandboxes: dict[str, Sandbox] = {}
-        self.endpoints: dict[str, Endpoint] = {}
+        self._endpoints = EndpointTable()
         self.repairs: list[str] = []
         self._sandbox_rtnl: dict[str, Rtnl] = {}
 
@@ -167,11 +167,19 @@ class Controller:
         with self.lock:
             return [s for s in self.sandboxes.values() if s.state == "ready"]
 
+    @property
+    def endpoints(self) -> EndpointTable:
+        return self._endpoints
+
+    @endpoints.setter
+    def endpoints(self, endpoints: dict[str, Endpoint]) -> None:
+        self._endpoints = EndpointTable(endpoints)
+
     def endpoints_of_network(self, network_id: str) -> list[Endpoint]:
-        return [e for e in self.endpoints.values() if e.network_id == network_id]
+        return self._endpoints.of_network(network_id)
 
     def endpoints_of_sandbox(self, sandbox_id: str) -> list[Endpoint]:
-        eps = [e for e in self.endpoints.values() if e.sandbox_id == sandbox_id]
+        eps = self._endpoints.of_sandbox(sandbox_id)
         return sorted(eps, key=lambda e: int(e.ifname[3:]) if e.ifname[3:].isdigit() else 0)
 
     # ----------------------------------------------------------------- networks
@@ -464,13 +472,13 @@ class Controller:
             for cidr in (ep.ipv4, ep.ipv6):
                 if cidr:
                     entries.append((cidr.split("/")[0], [sb.hostname]))
-        sandbox_files.write_atomic(self.sandbox_file(sb, "hosts"), sandbox_files.hosts_content(entries))
+        sandbox_files.write_in_place(self.sandbox_file(sb, "hosts"), sandbox_files.hosts_content(entries))
         embedded = self.dns is not None and any(
             self.dns.serves(self.networks[e.network_id].driver)  # type: ignore[attr-defined]
             for e in self.endpoints_of_sandbox(sb.id)
         )
         host_text = sandbox_files.host_resolv_conf(self.host_resolv_conf)
-        sandbox_files.write_atomic(
+        sandbox_files.write_in_place(
             self.sandbox_file(sb, "resolv.conf"), sandbox_files.resolv_conf(host_text, embedded_dns=embedded)
         )
 

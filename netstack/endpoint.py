@@ -38,3 +38,45 @@ class Endpoint:
     gw_priority: int = 0
     driver_state: dict[str, object] = field(default_factory=dict)
     state: str = "ready"             # creating | ready | deleting
+
+
+class EndpointTable(dict[str, Endpoint]):
+    """Endpoints by id, also indexed by sandbox and by network, so that an
+    attach costs the same with 500 sandboxes as with 5.  An endpoint's
+    sandbox and network never change, so the indexes follow insert/remove."""
+
+    def __init__(self, endpoints: "dict[str, Endpoint] | None" = None) -> None:
+        super().__init__()
+        self._by_sandbox: dict[str, dict[str, Endpoint]] = {}
+        self._by_network: dict[str, dict[str, Endpoint]] = {}
+        for ep in (endpoints or {}).values():
+            self[ep.id] = ep
+
+    def __setitem__(self, key: str, ep: Endpoint) -> None:
+        self._unindex(key)
+        super().__setitem__(key, ep)
+        self._by_sandbox.setdefault(ep.sandbox_id, {})[key] = ep
+        self._by_network.setdefault(ep.network_id, {})[key] = ep
+
+    def __delitem__(self, key: str) -> None:
+        self._unindex(key)
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: object) -> object:  # type: ignore[override]
+        self._unindex(key)
+        return super().pop(key, *default)
+
+    def _unindex(self, key: str) -> None:
+        old = self.get(key)
+        if old is not None:
+            for index, owner in ((self._by_sandbox, old.sandbox_id), (self._by_network, old.network_id)):
+                group = index.get(owner, {})
+                group.pop(key, None)
+                if not group:
+                    index.pop(owner, None)
+
+    def of_sandbox(self, sandbox_id: str) -> list[Endpoint]:
+        return list(self._by_sandbox.get(sandbox_id, {}).values())
+
+    def of_network(self, network_id: str) -> list[Endpoint]:
+        return list(self._by_network.get(network_id, {}).values())

@@ -4,6 +4,7 @@ the store, sandbox files and the public API surface.  No root needed."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -214,6 +215,20 @@ def test_resolv_conf_for_sandboxes():
     assert "127.0.0.53" not in plain and "nameserver 10.1.1.1" in plain
     hosts = sandbox_files.hosts_content([("10.0.0.2", ["web", "www"])])
     assert hosts.startswith("127.0.0.1\tlocalhost") and "10.0.0.2\tweb www\n" in hosts
+
+
+def test_sandbox_files_are_rewritten_in_place(tmp_path):
+    """A runtime bind-mounts the file: updates must land in the same inode."""
+    path = tmp_path / "sb" / "hosts"
+    sandbox_files.write_in_place(str(path), "10.0.0.2\tweb a-long-alias\n")
+    inode = path.stat().st_ino
+    sandbox_files.write_in_place(str(path), "10.0.0.3\tweb\n")
+    assert path.read_text() == "10.0.0.3\tweb\n" and path.stat().st_ino == inode
+    os.utime(path, (0, 0))
+    sandbox_files.write_in_place(str(path), "10.0.0.3\tweb\n")
+    assert path.stat().st_mtime == 0, "unchanged content is not rewritten"
+    sandbox_files.write_in_place(str(path), "10.0.0.3\tweb\n10.0.0.4\tdb\n")
+    assert path.read_text() == "10.0.0.3\tweb\n10.0.0.4\tdb\n"
 
 
 @pytest.mark.parametrize("text", ["{bad", "[1,", '{"a":}', "", "nul", '{"a": 1} x'])
