@@ -263,14 +263,15 @@ def set_sysctl(path: str, value: str) -> None:
 def set_hairpin(ifname: str) -> None:
     """Let a bridge port send frames back out where they came in, so a
     sandbox reaches its own published port when br_netfilter bridges the
-    DNAT'd frame.  pyroute2 has no bridge-port attribute for it, so this
-    one setting goes through iproute2's `bridge` tool."""
-    import subprocess
+    DNAT'd frame.  (Raw rtnetlink: an `ip`/`bridge` process per publish
+    costs milliseconds, more under load.)"""
+    from netstack.kernel.rtnl import Rtnl
 
-    proc = subprocess.run(["bridge", "link", "set", "dev", ifname, "hairpin", "on"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise Internal(f"cannot set hairpin mode on {ifname}: {proc.stderr.strip()}")
+    rtnl = Rtnl()
+    try:
+        rtnl.set_hairpin(ifname)
+    finally:
+        rtnl.close()
 
 
 # ------------------------------------------------------------ stacked links

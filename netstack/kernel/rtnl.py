@@ -32,6 +32,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_LINK, IFLA_MACVLAN_MODE = 5, 1
+IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA, IFLA_BRPORT_MODE = 4, 5, 4
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS, IFA_F_NODAD = 1, 2, 4, 8, 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
@@ -103,6 +104,14 @@ def macvlan_request(name: str, *, parent: int, mode: str, mtu: int, mac: str, ne
     if mac:
         body += attr(IFLA_ADDRESS, mac_bytes(mac))
     return body
+
+
+def hairpin_request(port: str) -> bytes:
+    """RTM_NEWLINK body: bridge port `port` (by name) in hairpin mode, as
+    `ip link set dev PORT type bridge_slave hairpin on` sends it."""
+    return ifinfo() + attr(IFLA_IFNAME, port.encode() + b"\0") + nested(
+        IFLA_LINKINFO, attr(IFLA_INFO_SLAVE_KIND, b"bridge\0"),
+        nested(IFLA_INFO_SLAVE_DATA, attr(IFLA_BRPORT_MODE, b"\x01")))
 
 
 def addr_request(index: int, cidr: str) -> bytes:
@@ -207,6 +216,9 @@ class Rtnl:
     def set_alias(self, index: int, alias: str) -> None:
         self.request(RTM_NEWLINK, F_ACK, ifinfo(index) + attr(IFLA_IFALIAS, alias.encode() + b"\0"),
                      f"alias of link {index}")
+
+    def set_hairpin(self, port: str) -> None:
+        self.request(RTM_NEWLINK, F_ACK, hairpin_request(port), f"hairpin mode of bridge port {port}")
 
     def link_up(self, index: int) -> None:
         self.request(RTM_NEWLINK, F_ACK, ifinfo(index, IFF_UP, IFF_UP), f"link {index} up")
