@@ -52,6 +52,7 @@ from netstack.driverapi import Capability, JoinResult
 from netstack.endpoint import Endpoint
 from netstack.errors import Conflict, InvalidParameter, NotFound, PynetError, Unavailable
 from netstack.kernel import links
+from netstack.kernel import rtnl as rt
 from netstack.kernel.rtnl import Rtnl
 from netstack.network import Network
 from netstack.validation import check_known_options
@@ -138,6 +139,12 @@ def host_link_name(network_id: str) -> str:
     return f"pmh{network_id[:12]}"
 
 
+RTA_PREFSRC = 7
+RTM_DELADDR = 21
+IFLA_OPERSTATE = 16
+IF_OPER_NOTPRESENT, IF_OPER_DOWN, IF_OPER_LOWERLAYERDOWN = 1, 2, 3
+
+
 def _host_prefix(address: str) -> int:
     return 128 if ":" in address else 32
 
@@ -148,7 +155,11 @@ class MacvlanDriver:
 
     def __init__(self) -> None:
         self._ipr = links.host()
-        self._rtnl = Rtnl()
+        self._rtnl = Rtnl()  # the attach/detach hot path: raw rtnetlink
+        self._reaper = SandboxLinkReaper()
+        # network id -> ifindex of the parent on which every endpoint was
+        # last found present (see lower_link_changed)
+        self._verified: dict[str, int] = {}
 
     # ------------------------------------------------------------- network
 
@@ -252,6 +263,8 @@ class MacvlanDriver:
         return {"host_if": name, "host_addresses": addrs}
 
     def delete_network(self, network: Network) -> None:
+        self._reaper.flush()
+        self._verified.pop(network.id, None)
         st = network.driver_state
         errors: list[Exception] = []
         names = [str(st.get("host_if") or "")]
@@ -271,11 +284,29 @@ class MacvlanDriver:
             raise ExceptionGroup(f"macvlan network {network.name}: teardown errors", errors)
 
     def network_exists(self, network: Network) -> bool:
+        # Raw rtnetlink: the controller asks before every connect.
         st = network.driver_state
         for name in (st.get("parent"), st.get("host_if")):
-            if name and links.link_info(self._ipr, str(name)) is None:
+            if name and self._rtnl.link_index(str(name)) is None:
                 return False
         return True
+
+    def lower_link_changed(self, network: Network) -> int | None:
+        """None while the parent is the very link (same ifindex) on which
+        every endpoint was last found present: the kernel only takes a
+        macvlan with its parent, so none can be missing and the controller
+        skips looking into each sandbox.  Otherwise the parent's ifindex
+        now (0: no parent), to hand to lower_link_verified once every
+        endpoint has been checked (or re-made).  One request, no namespace
+        entered: what a connect pays instead of a look per endpoint."""
+        index = self._rtnl.link_index(str(network.driver_state.get("parent") or "")) or 0
+        if index and self._verified.get(network.id) == index:
+            return None
+        return index
+
+    def lower_link_verified(self, network: Network, index: int) -> None:
+        if index:
+            self._verified[network.id] = index
 
     def owned_links(self) -> dict[str, str]:
         return links.owned_links(self._ipr, NAME)
@@ -299,6 +330,10 @@ class MacvlanDriver:
         mtu = int(st.get("mtu", 1500))  # type: ignore[call-overload]
         mode = str(st.get("mode", DEFAULT_MODE))
         links.check_ifname(ifname)
+        if mode == "passthru":
+            self._reaper.flush()  # the parent takes one macvlan: a dying one still holds it
+        else:
+            self._reaper.wait_for(sandbox_key, ifname, endpoint.mac)  # a dying link's ifname or MAC
         fd = os.open(sandbox_key, os.O_RDONLY | os.O_CLOEXEC)
         try:
             # Raw rtnetlink (the attach hot path): born inside the sandbox.
@@ -330,24 +365,145 @@ class MacvlanDriver:
                 continue
             addr = str(ipaddress.ip_interface(cidr).ip)
             src = next((s for s in srcs if (":" in s) == (":" in addr)), "")
-            links.add_host_route(self._ipr, f"{addr}/{_host_prefix(addr)}", oif=host_if, src=src)
+            oif = self._rtnl.link_index(host_if)
+            if oif is None:
+                raise NotFound(f"interface {host_if} does not exist")
+            dst = f"{addr}/{_host_prefix(addr)}"
+            body = rt.route_request(dst, oif=oif)
+            if src:
+                body += rt.attr(RTA_PREFSRC, ipaddress.ip_address(src).packed)
+            self._rtnl.request(rt.RTM_NEWROUTE, rt.F_ACK | rt.F_CREATE | rt.F_REPLACE, body,
+                               f"route {dst} dev {host_if}")
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
         if network.driver_state.get("host_if"):
             for cidr in (endpoint.ipv4, endpoint.ipv6):
                 if cidr:
                     addr = str(ipaddress.ip_interface(cidr).ip)
-                    links.delete_route(self._ipr, f"{addr}/{_host_prefix(addr)}")
+                    self._rtnl.delete_route(f"{addr}/{_host_prefix(addr)}")
         if not sandbox_key or not os.path.exists(sandbox_key):
             return
-        with links.in_sandbox(sandbox_key) as ipr:
-            links.delete_link(ipr, endpoint.ifname)
+        # Cut off now (its addresses removed), deleted in the background.
+        self._reaper.retire(sandbox_key, endpoint.ifname, mac=endpoint.mac,
+                            addresses=(endpoint.ipv4, endpoint.ipv6))
+
+    def settle(self) -> None:
+        """Wait until every retired sandbox link is really gone."""
+        self._reaper.flush()
 
     def endpoint_state(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> str:
+        # Raw rtnetlink (inspect asks per endpoint, a heal for every one).
         try:
-            operstate = links.link_state_in(sandbox_key, endpoint.ifname)
+            handle = Rtnl.in_netns(sandbox_key)
         except PynetError:
             return "missing"
-        if not operstate:
+        try:
+            answers = handle.request(rt.RTM_GETLINK, 0, rt.ifinfo() + rt.attr(rt.IFLA_IFNAME, endpoint.ifname.encode()
+                                                                             + b"\0"), f"link {endpoint.ifname}")
+        except PynetError:
             return "missing"
-        return "down" if operstate in ("LOWERLAYERDOWN", "DOWN", "NOTPRESENT") else "up"
+        finally:
+            handle.close()
+        if not answers:
+            return "missing"
+        operstate = _operstate(answers[0])
+        return "down" if operstate in (IF_OPER_NOTPRESENT, IF_OPER_DOWN, IF_OPER_LOWERLAYERDOWN) else "up"
+
+
+class SandboxLinkReaper:
+    """Deletes left endpoints' interfaces inside their sandboxes, in the
+    background: deleting a netdevice waits for RCU grace periods (~20-30 ms
+    here, more under load), the bulk of a detach; so does bringing it down
+    (~10 ms), and a macvlan cannot be renamed while up.
+
+    `retire` opens a netlink socket inside the sandbox (a short-lived thread
+    enters it, ~0.3 ms) and cuts the interface off at once by removing its
+    addresses (~0.1 ms each; with the last IPv4 address go the routes through
+    it, and no reply comes from it any more, so IPAM may hand the address to
+    someone else right away); the socket then goes to a thread of its own,
+    which deletes the link and closes it (the socket keeps the namespace
+    alive until then, so a sandbox removed meanwhile is no problem).
+
+    Until then the link holds its ifname in the sandbox and its MAC on the
+    parent: `wait_for` blocks a join into that sandbox, or with that MAC,
+    until the deletion is done (free when it already is, the usual case);
+    `flush` waits for everything (before a sandbox or network removal, and
+    for a passthru join: the parent takes one macvlan).  A crash in between
+    leaves an address-less macvlan in a sandbox, which goes with the
+    sandbox's namespace or its parent."""
+
+    def __init__(self) -> None:
+        import collections
+        import queue
+        import threading
+
+        self._queue: "queue.Queue[tuple[Rtnl, int, tuple[str, ...]]]" = queue.Queue()
+        self._pending: collections.Counter[str] = collections.Counter()
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="pynet-macvlan-reaper", daemon=True)
+        self._thread.start()
+
+    def retire(self, netns_path: str, name: str, *, mac: str = "", addresses: tuple[str, ...] = ()) -> None:
+        try:
+            handle = Rtnl.in_netns(netns_path)
+        except (NotFound, InvalidParameter):
+            return  # the sandbox went: its links with it
+        try:
+            index = handle.link_index(name)
+            if index is None:
+                handle.close()
+                return
+            for cidr in filter(None, addresses):
+                try:
+                    handle.request(RTM_DELADDR, rt.F_ACK, rt.addr_request(index, cidr), f"address {cidr}")
+                except PynetError:
+                    pass  # not there: nothing to cut off
+        except Exception:
+            handle.close()
+            raise
+        keys = _keys(netns_path, name, mac)
+        with self._done:
+            self._pending.update(keys)
+        self._queue.put((handle, index, keys))
+
+    def wait_for(self, netns_path: str, name: str, mac: str = "") -> None:
+        """Until no retired link holds `name` in `netns_path`, or `mac`."""
+        keys = _keys(netns_path, name, mac)
+        with self._done:
+            self._done.wait_for(lambda: not any(self._pending[k] for k in keys))
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            handle, index, keys = self._queue.get()
+            try:
+                handle.request(rt.RTM_DELLINK, rt.F_ACK, rt.ifinfo(index), f"delete link {index}")
+            except Exception:  # gone already (its parent went, or its namespace)
+                pass
+            finally:
+                handle.close()
+                with self._done:
+                    self._pending.subtract(keys)
+                    self._done.notify_all()
+                self._queue.task_done()
+
+
+def _keys(netns_path: str, name: str, mac: str) -> tuple[str, ...]:
+    return (f"{netns_path}\0{name}", f"mac {mac.lower()}") if mac else (f"{netns_path}\0{name}",)
+
+
+def _operstate(payload: bytes) -> int:
+    """IFLA_OPERSTATE of an RTM_NEWLINK answer (0, unknown, if absent)."""
+    import struct
+
+    offset = 16  # struct ifinfomsg
+    while offset + 4 <= len(payload):
+        length, kind = struct.unpack_from("=HH", payload, offset)
+        if length < 4:
+            break
+        if kind & 0x3FFF == IFLA_OPERSTATE:
+            return payload[offset + 4]
+        offset += (length + 3) & ~3
+    return 0

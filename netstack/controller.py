@@ -584,7 +584,14 @@ class Controller:
     def _heal_network(self, net: Network) -> None:
         """For a LowerLinked driver: re-make the network's kernel objects and
         the endpoints its lower link took with it when it went away, with the
-        same addresses, so the network works again once the link is back."""
+        same addresses, so the network works again once the link is back.
+
+        Runs before every connect, so it must be cheap: a driver with
+        `lower_link_changed` (macvlan) says in one request whether the lower
+        link is still the one every endpoint was last found on; only when it
+        is not (first connect after a start, the parent re-made) are the
+        endpoints looked at, each in its sandbox, and the driver told
+        (`lower_link_verified`) once all are there again."""
         driver = self._driver(net.driver)
         if not isinstance(driver, LowerLinked):
             return
@@ -592,6 +599,16 @@ class Controller:
             log.warning("network %s: kernel objects missing, re-created", net.name)
             net.driver_state = dict(driver.create_network(net))
             self._commit(networks=[net])
+        changed = getattr(driver, "lower_link_changed", None)
+        lower = changed(net) if changed is not None else 0
+        if lower is None:
+            return
+        self._heal_endpoints(net, driver)
+        if changed is not None:
+            driver.lower_link_verified(net, lower)  # type: ignore[attr-defined]
+
+    def _heal_endpoints(self, net: Network, driver: LowerLinked) -> None:
+        """Re-make the endpoints of `net` whose interface is missing."""
         for ep in self.endpoints_of_network(net.id):
             sb = self.sandboxes.get(ep.sandbox_id)
             if sb is None or ep.state != "ready" or driver.endpoint_state(net, ep, sb.key) != "missing":

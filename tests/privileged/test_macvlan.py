@@ -309,3 +309,46 @@ def test_parent_deleted_and_recreated_heals_without_restart(host, lan, daemon):
         c.network_disconnect("lan", {"Container": n})
     c.network_remove("lan")
     assert f"pmh{net_id[:12]}" not in link_names(host)
+
+
+def test_parent_recreated_under_the_same_name_heals_without_host_access(host, lan, daemon):
+    """Without host access nothing of the network itself is missing once the
+    parent is back under its old name: the new parent's ifindex is what tells
+    the next connect to look for the endpoints the old one took."""
+    c = daemon.client()
+    create(c, "lan", parent="lan0")
+    a, b = sandbox(c, "a", "lan"), sandbox(c, "b", "lan")
+    ip_a = addr(a, "lan")
+    sandbox(c, "warm", "lan")  # a connect with nothing to heal: endpoints found on this parent
+    host.exec(["ip", "link", "del", "lan0"])
+    run(["ip", "link", "add", "lan0", "netns", host.name, "type", "veth", "peer", "eth1", "netns", lan.name])
+    host.exec(["ip", "link", "set", "lan0", "up"])
+    lan.exec(["ip", "addr", "add", f"{LAN_HOST}/24", "dev", "eth1"])
+    lan.exec(["ip", "link", "set", "eth1", "up"])
+    assert c.sandbox_inspect("a")["Networks"]["lan"]["LinkState"] == "missing"
+    sandbox(c, "c", "lan")
+    a, b = c.sandbox_inspect("a"), c.sandbox_inspect("b")
+    assert addr(a, "lan") == ip_a
+    assert {s["Networks"]["lan"]["LinkState"] for s in (a, b)} == {"up"}
+    assert ping(b["Key"], ip_a) and ping(a["Key"], LAN_HOST)
+
+
+def test_detach_cuts_off_at_once_and_reattach_right_away(host, lan, daemon):
+    """A detach removes the interface's addresses before it returns (the
+    link itself is deleted in the background); a connect straight after,
+    into the same sandbox under the same name, waits for that deletion."""
+    c = daemon.client()
+    create(c, "lan", parent="lan0")
+    a = sandbox(c, "a", "lan")
+    key, mac = a["Key"], a["Networks"]["lan"]["MacAddress"]
+    for _ in range(3):
+        c.network_disconnect("lan", {"Container": "a"})
+        left = sb_links(key).get("eth0")
+        assert left is None or not in_ns(key, ["ip", "-4", "addr", "show", "dev", "eth0"]).stdout.strip()
+        c.network_connect("lan", {"Container": "a", "EndpointConfig": {"MacAddress": mac}})
+        a = c.sandbox_inspect("a")
+        assert a["Networks"]["lan"]["MacAddress"] == mac and a["Networks"]["lan"]["LinkState"] == "up"
+        assert sorted(sb_links(key)) == ["eth0", "lo"]
+        assert ping(key, LAN_HOST)
+    c.network_disconnect("lan", {"Container": "a"})
+    c.sandbox_remove("a")
