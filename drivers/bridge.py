@@ -158,13 +158,14 @@ class BridgeDriver:
         try:
             # One request: the peer is born inside the sandbox, named and
             # addressed, and the host end is born up on the bridge.
-            self._rtnl.create_veth(veth, ifname, peer_netns_fd=fd, peer_mac=endpoint.mac, mtu=mtu,
-                                   master=master, alias=links.alias_for("endpoint", endpoint.id))
+            peer_index = self._rtnl.create_veth(veth, ifname, peer_netns_fd=fd, peer_mac=endpoint.mac, mtu=mtu,
+                                                master=master, alias=links.alias_for("endpoint", endpoint.id))
         finally:
             os.close(fd)
         gw4 = next((c.gateway for c in network.ipv4 if c.gateway), "") if not network.internal else ""
         gw6 = next((c.gateway for c in network.ipv6 if c.gateway), "") if not network.internal else ""
-        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, gateway4=gw4 or "", gateway6=gw6 or "", mtu=mtu)
+        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, gateway4=gw4 or "", gateway6=gw6 or "", mtu=mtu,
+                          sandbox_ifindex=peer_index if sandbox_key != HANDOFF else 0)
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
         # Cut off now, deleted in the background (the peer in the sandbox

@@ -107,6 +107,7 @@ class Controller:
         self._endpoints = EndpointTable()
         self.repairs: list[str] = []
         self._sandbox_rtnl: dict[str, Rtnl] = {}
+        self._sandbox_ifindex: dict[str, int] = {}  # endpoint id -> its interface's index in the sandbox
 
     # ------------------------------------------------------------------ lookups
 
@@ -672,6 +673,7 @@ class Controller:
         index = rtnl.link_index(ep.ifname)
         if index is None:
             raise NotFound(f"interface {ep.ifname} is missing in sandbox {sb.name}")
+        self._sandbox_ifindex[ep.id] = index
         for cidr in (ep.ipv4, ep.ipv6):
             if cidr:
                 rtnl.add_address(index, cidr)
@@ -686,6 +688,7 @@ class Controller:
         with self.store.transaction() as tx:
             tx.delete_endpoint(ep.id)
         self.endpoints.pop(ep.id, None)
+        self._sandbox_ifindex.pop(ep.id, None)
 
     def disconnect(self, net_ref: str, sb_ref: str, *, force: bool = False) -> None:
         with self.lock:
@@ -768,7 +771,7 @@ class Controller:
         if gw is not None and current is gw:
             return  # routes and ports already where they belong
         rtnl = self._rtnl(sb)
-        oif = rtnl.link_index(gw.ifname) if gw is not None else 0
+        oif = (self._sandbox_ifindex.get(gw.id) or rtnl.link_index(gw.ifname)) if gw is not None else 0
         for key, default in (("gateway4", "0.0.0.0/0"), ("gateway6", "::/0")):
             addr = str(gw.driver_state.get(key, "")) if gw else ""
             if addr:

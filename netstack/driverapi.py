@@ -50,6 +50,7 @@ class JoinResult:
     gateway6: str = ""
     mtu: int = 1500
     routes: tuple[Route, ...] = ()
+    sandbox_ifindex: int = 0         # the interface's index in the sandbox, 0 = look it up
 
 
 @runtime_checkable

@@ -27,7 +27,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR = 20
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 F_DUMP = 0x300
-F_REQUEST, F_ACK, F_REPLACE, F_EXCL, F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
+F_REQUEST, F_ACK, F_ECHO, F_REPLACE, F_EXCL, F_CREATE = 0x1, 0x4, 0x8, 0x100, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
@@ -104,6 +104,19 @@ def macvlan_request(name: str, *, parent: int, mode: str, mtu: int, mac: str, ne
     if mac:
         body += attr(IFLA_ADDRESS, mac_bytes(mac))
     return body
+
+
+def link_and_peer(payload: bytes) -> tuple[int, int]:
+    """(index, IFLA_LINK) of an RTM_NEWLINK message: for a veth end, its
+    own index and its peer's index in the peer's namespace."""
+    index = _IFINFO.unpack_from(payload)[2]
+    offset = _IFINFO.size
+    while offset + 4 <= len(payload):
+        length, kind = struct.unpack_from("=HH", payload, offset)
+        if kind & ~NLA_F_NESTED == IFLA_LINK and length >= 8:
+            return index, struct.unpack_from("=I", payload, offset + 4)[0]
+        offset += (length + 3) & ~3
+    return index, 0
 
 
 def hairpin_request(port: str) -> bytes:
@@ -196,17 +209,22 @@ class Rtnl:
         return _IFINFO.unpack_from(answers[0])[2] if answers else None
 
     def create_veth(self, host: str, peer: str, *, peer_netns_fd: int, peer_mac: str, mtu: int,
-                    master: int, alias: str = "") -> None:
-        self.request(RTM_NEWLINK, F_ACK | F_CREATE | F_EXCL,
-                     veth_request(host, peer, peer_netns_fd=peer_netns_fd, peer_mac=peer_mac, mtu=mtu,
-                                  master=master, alias=alias),
-                     f"veth {host}/{peer}")
+                    master: int, alias: str = "") -> int:
+        """Create the pair; return the peer's index inside its namespace (0
+        if this kernel does not echo the new link, Linux < 6.1), which
+        spares the caller a lookup there."""
+        echoed = self.request(RTM_NEWLINK, F_ACK | F_CREATE | F_EXCL | F_ECHO,
+                              veth_request(host, peer, peer_netns_fd=peer_netns_fd, peer_mac=peer_mac, mtu=mtu,
+                                           master=master, alias=alias),
+                              f"veth {host}/{peer}")
+        index, peer_index = link_and_peer(echoed[0]) if echoed else (0, 0)
         if alias:
             # The kernel ignores IFLA_IFALIAS in a create request; without the
             # alias start-up cannot tell an orphan veth from somebody else's.
-            index = self.link_index(host)
-            if index is not None:
+            index = index or self.link_index(host) or 0
+            if index:
                 self.set_alias(index, alias)
+        return peer_index
 
     def create_macvlan(self, name: str, *, parent: int, mode: str, mtu: int, mac: str, netns_fd: int) -> None:
         self.request(RTM_NEWLINK, F_ACK | F_CREATE | F_EXCL,
