@@ -670,7 +670,7 @@ class Controller:
 
     def _configure_interface(self, sb: Sandbox, ep: Endpoint, join: object) -> None:
         rtnl = self._rtnl(sb)
-        index = rtnl.link_index(ep.ifname)
+        index = join.sandbox_ifindex or rtnl.link_index(ep.ifname)  # type: ignore[attr-defined]
         if index is None:
             raise NotFound(f"interface {ep.ifname} is missing in sandbox {sb.name}")
         self._sandbox_ifindex[ep.id] = index
