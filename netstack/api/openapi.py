@@ -65,6 +65,7 @@ SCHEMAS: dict[str, Any] = {
     "SandboxCreate": {"type": "object", "properties": {
         "Name": _STR, "Hostname": _STR, "Key": {**_STR, "description": "an existing netns path"},
         "Pid": {**_INT, "minimum": 0, "description": "attach the network namespace of this process"},
+        "AutoRemove": {**_BOOL, "description": "with Pid: remove the sandbox when that process exits"},
         "Networks": {"type": "array", "items": {"oneOf": [_STR, {"$ref": "#/components/schemas/SandboxAttachment"}]}},
         "Ports": {"type": "array", "items": {**_STR, "example": "8080:80/tcp"}}, "Labels": _STRMAP}},
     "Network": {"type": "object", "properties": {

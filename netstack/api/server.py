@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import platform
 from typing import Any, Awaitable, Callable
 
@@ -21,7 +22,7 @@ from aiohttp import web
 from netstack import __version__
 from netstack.api import filters as flt
 from netstack.api import wire
-from netstack.errors import InvalidParameter, PynetError
+from netstack.errors import InvalidParameter, NotFound, PynetError
 
 log = logging.getLogger("pynet.api")
 
@@ -38,6 +39,17 @@ def _vtuple(v: str) -> tuple[int, int]:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"message": message}, status=status, headers=_headers())
+
+
+def _pidfd(pid: int) -> int:
+    """A pidfd for `pid`, taken before the sandbox is made (so that a
+    recycled pid can never be watched in its place)."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise NotFound(f"no process with pid {pid}") from None
+    except OSError as exc:
+        raise InvalidParameter(f"cannot watch process {pid} for AutoRemove: {exc.strerror}") from None
 
 
 def _headers() -> dict[str, str]:
@@ -70,6 +82,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 class Api:
     def __init__(self, controller: Any, *, dns_server: Any = None) -> None:
         self.ctrl = controller
+        self._exit_tasks: set[asyncio.Task[Any]] = set()
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -176,9 +189,49 @@ class Api:
         return web.json_response(await self.call(run))
 
     async def sandbox_create(self, request: web.Request) -> web.Response:
-        req = wire.sandbox_create(await self.body(request))
-        sb = await self.call(self.ctrl.create_sandbox, req)
+        body = await self.body(request)
+        req = wire.sandbox_create(body)
+        pidfd = _pidfd(req.pid) if wire.auto_remove(body, req) else None
+        try:
+            sb = await self.call(self.ctrl.create_sandbox, req)
+        except BaseException:
+            if pidfd is not None:
+                os.close(pidfd)
+            raise
+        if pidfd is not None:
+            self._remove_on_exit(pidfd, sb.id)
         return web.json_response({"Id": sb.id, "Warnings": []}, status=201)
+
+    def _remove_on_exit(self, pidfd: int, sandbox_id: str) -> None:
+        """AutoRemove: start removing the sandbox as soon as its process exits.
+
+        An OCI runtime runs the poststop hook (whose DELETE is what it
+        waits for) only after the container's process is gone and the
+        runtime has torn the container down; starting the detach at the
+        exit overlaps it with that teardown and with the hook's own start.
+        The DELETE still returns only once the sandbox is gone: it waits
+        for the controller's lock, then finds nothing (or removes the
+        sandbox itself if it comes first).  By id, so a later sandbox of
+        the same name is never touched; a watch lost with a restart of
+        pynetd only loses the head start."""
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            task = loop.create_task(self.call(self._remove_exited, sandbox_id))
+            self._exit_tasks.add(task)
+            task.add_done_callback(self._exit_tasks.discard)
+
+        loop.add_reader(pidfd, exited)
+
+    def _remove_exited(self, sandbox_id: str) -> None:
+        try:
+            self.ctrl.delete_sandbox(sandbox_id, force=True)
+        except NotFound:
+            pass  # removed already (the poststop hook came first)
+        except Exception:
+            log.exception("removing sandbox %s after its process exited", sandbox_id[:12])
 
     async def sandbox_inspect(self, request: web.Request) -> web.Response:
         ref = request.match_info["id"]

@@ -123,6 +123,15 @@ def sandbox_create(body: Any) -> SandboxCreate:
     )
 
 
+def auto_remove(body: dict[str, Any], req: SandboxCreate) -> bool:
+    """AutoRemove: remove the sandbox when its process (Pid) exits."""
+    if not _get(body, "AutoRemove", bool, False):
+        return False
+    if not req.pid:
+        raise InvalidParameter("AutoRemove needs a Pid: the sandbox is removed when that process exits")
+    return True
+
+
 # ------------------------------------------------------------------ responses
 
 def ipam_config(net: Network) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """`pynet oci-hook` under a real runc: a busybox container attached by its
 createRuntime hook reaches a pynet sandbox by name, and after `runc delete`
-(poststop) nothing of it is left in pynet."""
+(poststop) nothing of it is left in pynet; AutoRemove, which the hook asks
+for, removes a sandbox when its process exits."""
 
 from __future__ import annotations
 
@@ -165,3 +166,36 @@ def test_hook_errors_are_one_line_and_fail_the_container(host, daemon, runc_stat
         out = subprocess.run([PYNET, "oci-hook", *args], input=stdin, env=env, capture_output=True, text=True, timeout=30)
         assert out.returncode == code, (stdin, out.stderr)
         assert text in out.stderr and "Traceback" not in out.stderr
+
+
+def test_auto_remove_detaches_when_the_process_exits(host, daemon):
+    """What the hook asks for when it attaches by pid: pynetd removes the
+    sandbox as soon as the process exits (poststop's DELETE then finds it
+    gone).  Without AutoRemove the sandbox stays."""
+    c = daemon.client()
+    c.network_create({"Name": "autonet", "IPAM": {"Config": [{"Subnet": "10.76.0.0/24"}]}})
+    before = host_links(host)
+    procs = [subprocess.Popen(host.nsenter(["unshare", "--net", "sleep", "60"])) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 10
+        while any(os.readlink(f"/proc/{p.pid}/exe").endswith("nsenter") for p in procs) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)   # nsenter execs unshare, which execs sleep: one pid, the new namespace
+        c.sandbox_create({"Name": "auto", "Networks": ["autonet"], "Pid": procs[0].pid, "AutoRemove": True})
+        c.sandbox_create({"Name": "kept", "Networks": ["autonet"], "Pid": procs[1].pid})
+        assert sorted(s["Name"] for s in c.sandboxes()) == ["auto", "kept"]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    deadline = time.monotonic() + 10
+    while [s["Name"] for s in c.sandboxes()] != ["kept"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [s["Name"] for s in c.sandboxes()] == ["kept"]
+    c.sandbox_remove("kept", force=True)
+    assert host_links(host) == before
+    for body, text in (({"Name": "x", "AutoRemove": True}, "needs a Pid"),
+                       ({"Name": "x", "Pid": procs[0].pid, "AutoRemove": True}, "no process")):
+        with pytest.raises(Exception, match=text):
+            c.sandbox_create(body)
+    assert c.sandboxes() == []
