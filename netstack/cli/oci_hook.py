@@ -25,6 +25,13 @@ process is gone) or, without a pid, the network namespace path in the
 bundle's config.json.  Detach removes the sandbox by name; a sandbox already
 gone is success.  Errors: one line on stderr, exit status 1 (the runtime
 then fails the container), never a traceback.
+
+Time: the runtime waits for both hooks (``runc run`` of ``true`` pays for
+two interpreter starts, the attach and the detach), so this path imports
+only builtins and the stdlib-only client, and the launcher (bin/pynet)
+comes straight here without the CLI's parser.  Attached by pid, the
+sandbox is created with ``AutoRemove``: pynetd starts the detach the
+moment the container's process exits, and poststop waits for it to end.
 """
 
 from __future__ import annotations
@@ -117,7 +124,10 @@ def attachments(ann: dict[str, str]) -> list[dict[str, Any]]:
 def _netns_of(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     pid = state.get("pid")
     if isinstance(pid, int) and pid > 0 and os.path.exists(f"/proc/{pid}/ns/net"):
-        return {"Pid": pid}
+        # AutoRemove: pynetd starts the detach when the process exits, while
+        # the runtime is still tearing the container down; poststop's
+        # DELETE then only waits for it to finish.
+        return {"Pid": pid, "AutoRemove": True}
     for ns in (config.get("linux") or {}).get("namespaces") or []:
         if isinstance(ns, dict) and ns.get("type") == "network" and ns.get("path"):
             return {"Key": ns["path"]}
@@ -198,3 +208,23 @@ def run(ctx: Context, args: list[str]) -> int:
     finally:
         client.close()
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """``pynet oci-hook ARGV...`` straight from the launcher: the same
+    command as through ``netstack.cli.main`` (whose error reporting it
+    shares), less the global parser's imports.  Runtimes pass no global
+    flags; the daemon is ``pynet.host``, else ``$PYNET_HOST``."""
+    from netstack.cli.common import Context
+
+    ctx = Context(None)
+    try:
+        return run(ctx, argv)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from netstack.cli.main import _report
+
+        return _report(exc)
+    finally:
+        ctx.close()

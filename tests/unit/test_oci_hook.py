@@ -54,6 +54,7 @@ def test_attach_by_pid_and_detach_by_name(monkeypatch, tmp_path):
     assert run(monkeypatch, state, []) == 0
     [(kind, body)] = FakeClient.last.calls
     assert body["Name"] == "c1" and body["Pid"] == os.getpid() and body["Hostname"] == "h1"
+    assert body["AutoRemove"] is True   # pynetd starts the detach when the process exits
     assert body["Networks"] == [{"Network": "a"}]
     assert run(monkeypatch, dict(state, status="stopped", pid=0), ["poststop"]) == 0   # gone already: fine
     assert FakeClient.last.calls == [("remove", "c1", True)]
@@ -66,6 +67,7 @@ def test_netns_path_from_config_when_no_pid(monkeypatch, tmp_path):
     assert run(monkeypatch, state, ["createRuntime"]) == 0
     body = FakeClient.last.calls[0][1]
     assert body["Key"] == "/run/netns/x" and body["Name"] == "web" and "Pid" not in body
+    assert "AutoRemove" not in body     # a namespace path outlives any one process
 
 
 @pytest.mark.parametrize("state, args, text", [
@@ -77,3 +79,17 @@ def test_netns_path_from_config_when_no_pid(monkeypatch, tmp_path):
 def test_errors(monkeypatch, state, args, text):
     with pytest.raises(CliError, match=text):
         run(monkeypatch, state, args)
+
+
+def test_main_reports_errors_in_one_line(monkeypatch, capsys):
+    """The launcher's direct entry (bin/pynet oci-hook): docker's wording and
+    exit statuses, as through netstack.cli.main, never a traceback."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("not json"))
+    assert oci_hook.main([]) == 1
+    assert "cannot decode" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"id": "c", "status": "running"})))
+    assert oci_hook.main(["a", "b"]) == 125
+    monkeypatch.setattr(oci_hook, "_TimedClient", FakeClient)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"id": "c", "annotations": {"pynet.networks": "a"}})))
+    assert oci_hook.main(["poststop"]) == 0
+    assert FakeClient.last.calls == [("remove", "c", True)]
