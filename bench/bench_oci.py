@@ -1,20 +1,35 @@
 """What the pynet OCI hook adds to `runc run`.
 
-    python bench/bench_oci.py [--rounds N] [--quick]
+    python bench/bench_oci.py [--rounds N] [--quick] [--pynet release|system|editable|floor|PATH,...]
 
 A busybox-static bundle running `true`, in a new network namespace, run by
 runc inside a namespace host where a pynetd runs; rounds alternate between
 the bundle without hooks and the same bundle with `pynet oci-hook` as its
 createRuntime and poststop hooks (attach to one bridge network, detach).
-Prints medians and the difference, writes bench/results/oci.json.  The hook
-is the `pynet` console script as installed here (an editable install, whose
-site hook alone costs ~30 ms per exec; two execs per run).  Never run by
-pytest.
+Prints medians, the difference (what the hook adds) and the ratio, writes
+bench/results/oci.json.
+
+The hook is `pynet` as a user installs it: by default the launcher of a
+regular (non-editable) install in bench/.venv-release, built the way bench/run
+builds it (`python3 -m venv`, `pip install --no-deps .`, rebuilt when a
+source file is newer).  `--pynet system` installs it the same way into a venv
+of the distribution's /usr/bin/python3 (bench/.venv-release-system), as a
+user of Debian's python3 would have it; `--pynet editable` times the
+development venv's launcher, whose editable-install site hook costs ~20-30 ms
+per exec; `--pynet floor` a Python script that only reads its stdin (what
+any Python hook costs).
+Several, comma separated, are timed in the same rounds:
+
+    python bench/bench_oci.py --pynet floor,release,editable
+
+The interpreter's start counts twice per run (createRuntime and poststop).
+Never run by pytest.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import secrets
@@ -31,10 +46,63 @@ sys.path.insert(0, str(ROOT))
 
 from netstack.testing.hosts import Daemon, NetnsHost  # noqa: E402
 
-PYNET = os.path.join(os.path.dirname(sys.executable), "pynet")
+SOURCES = ("netstack", "drivers", "ipam", "dns", "bin")
+INSTALLS = {
+    # choice: (venv, interpreter it is made with)
+    "release": (ROOT / "bench" / ".venv-release", shutil.which("python3") or sys.executable),
+    "system": (ROOT / "bench" / ".venv-release-system", "/usr/bin/python3"),
+}
 
 
-def bundle(path: Path, hook_env: list[str] | None) -> str:
+def installed_pynet(venv: Path, python: str) -> str:
+    """VENV/bin/pynet from `pip install --no-deps .` into a venv of `python`,
+    (re)built as bench/run builds bench/.venv-release: when missing or older
+    than a source file."""
+    launcher = venv / "bin" / "pynet"
+    if launcher.exists():
+        built = launcher.stat().st_mtime
+        stale = any(f.stat().st_mtime > built for d in SOURCES for f in (ROOT / d).rglob("*")
+                    if f.is_file() and (f.suffix == ".py" or f.parent.name == "bin"))
+        if not stale:
+            return str(launcher)
+    print(f"bench_oci: building {venv} ({python} -m venv; pip install --no-deps .)", file=sys.stderr)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    with tempfile.TemporaryDirectory(prefix="pynet-build-") as build:
+        # from a copy: building in place would leave build/ and *.egg-info in the checkout
+        src = Path(build) / "src"
+        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", ".venv-*", "build", "*.egg-info",
+                                                                  "__pycache__", "results"))
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(src)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv / "lib")],
+                   check=False, stdout=subprocess.DEVNULL)
+    return str(launcher)
+
+
+def pick_pynet(choice: str) -> str:
+    if choice in INSTALLS:
+        venv, python = INSTALLS[choice]
+        if not os.access(python, os.X_OK):
+            raise SystemExit(f"bench_oci: {python} (for --pynet {choice}) is not installed")
+        return installed_pynet(venv, python)
+    if choice == "editable":
+        return os.path.join(os.path.dirname(sys.executable), "pynet")
+    if choice == "floor":
+        # the interpreter's start and nothing else: what any Python hook pays
+        python = Path(installed_pynet(*INSTALLS["release"])).parent / "python"
+        tmp = tempfile.mkdtemp(prefix="pynet-bench-oci-floor-")
+        atexit.register(shutil.rmtree, tmp, True)
+        script = Path(tmp) / "hook"
+        script.write_text(f"#!{python}\nimport sys\nsys.stdin.read()\n")
+        script.chmod(0o755)
+        return str(script)
+    if not os.access(choice, os.X_OK):
+        raise SystemExit(f"bench_oci: {choice} is not an executable")
+    return os.path.abspath(choice)
+
+
+def bundle(path: Path, pynet: str, hook_env: list[str] | None) -> str:
     rootfs = path / "rootfs"
     for d in ("bin", "proc", "sys", "dev", "etc"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
@@ -45,7 +113,7 @@ def bundle(path: Path, hook_env: list[str] | None) -> str:
     spec["process"]["terminal"] = False
     spec["process"]["args"] = ["true"]
     if hook_env is not None:
-        entry = {"path": PYNET, "args": ["pynet", "oci-hook"], "env": hook_env}
+        entry = {"path": pynet, "args": ["pynet", "oci-hook"], "env": hook_env}
         spec["hooks"] = {"createRuntime": [entry], "poststop": [entry]}
         spec["annotations"] = {"pynet.networks": "benchnet"}
     (path / "config.json").write_text(json.dumps(spec))
@@ -56,33 +124,47 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="8 rounds")
+    ap.add_argument("--pynet", default="release",
+                    help="the hook, or several separated by commas, timed in the same rounds: release "
+                         "(a regular install, bench/.venv-release, as bench/run makes it; the default), system "
+                         "(the same, in a venv of /usr/bin/python3, bench/.venv-release-system), editable "
+                         "(the development venv's launcher), floor (a script of the release venv's python "
+                         "that only reads stdin: two interpreter starts) or the path of a pynet launcher")
     args = ap.parse_args()
     rounds = 8 if args.quick else args.rounds
+    hooks = {choice: pick_pynet(choice) for choice in args.pynet.split(",") if choice}
+    for choice, path in hooks.items():
+        print(f"bench_oci: hook {choice}: {path}", file=sys.stderr)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "netstack")], env=env, check=False)
     host = NetnsHost("pnbh-oci")
     daemon = Daemon(host)
     tmp = Path(tempfile.mkdtemp(prefix="pynet-bench-oci-"))
-    times: dict[str, list[float]] = {"runc run": [], "runc run + pynet hook": []}
+    plain = "runc run"
+    label = {c: "runc run + pynet hook" if len(hooks) == 1 else f"runc run + pynet hook ({c})" for c in hooks}
+    times: dict[str, list[float]] = {plain: [], **{label[c]: [] for c in hooks}}
     try:
         daemon.start()
         daemon.client().network_create({"Name": "benchnet", "IPAM": {"Config": [{"Subnet": "10.82.0.0/16"}]}})
-        bundles = {"runc run": bundle(tmp / "plain", None),
-                   "runc run + pynet hook": bundle(tmp / "hooked", [f"PYNET_HOST={daemon.url}"])}
+        bundles = {plain: bundle(tmp / "plain", "", None)}
+        for n, (choice, path) in enumerate(hooks.items()):
+            bundles[label[choice]] = bundle(tmp / f"hooked{n}", path, [f"PYNET_HOST={daemon.url}"])
+        cases = list(bundles.items())
         for i in range(rounds + 1):
-            order = list(bundles.items())
+            # alternate the order, so that neither case always follows the other
+            order = cases[i % len(cases):] + cases[:i % len(cases)]
             if i % 2:
                 order.reverse()
-            for label, path in order:
+            for name, path in order:
                 cid = f"bench-{secrets.token_hex(4)}"
                 start = time.perf_counter()
                 p = subprocess.run(host.nsenter(["runc", "--root", str(tmp / "state"), "run", "--bundle", path, cid]),
                                    capture_output=True, text=True, timeout=60, env=env)
                 elapsed = (time.perf_counter() - start) * 1000
                 if p.returncode != 0:
-                    raise RuntimeError(f"runc run ({label}): {p.stderr.strip()}\n{daemon.log()[-3000:]}")
+                    raise RuntimeError(f"runc run ({name}): {p.stderr.strip()}\n{daemon.log()[-3000:]}")
                 if i:
-                    times[label].append(elapsed)
+                    times[name].append(elapsed)
         left = daemon.client().sandboxes()
         if left:
             raise RuntimeError(f"sandboxes left behind: {[s['Name'] for s in left]}")
@@ -91,15 +173,20 @@ def main() -> int:
         host.close()
         shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    added = med["runc run + pynet hook"] - med["runc run"]
-    print(f"\nrunc run of `true`, {rounds} rounds, medians (ms)\n")
-    print("| case | ms |\n|---|---:|")
+    added = {k: v - med[plain] for k, v in med.items() if k != plain}
+    try:
+        load = "%.1f" % os.getloadavg()[0]
+    except OSError:
+        load = "?"
+    print(f"\nrunc run of `true`, {rounds} rounds, medians (ms); load average {load}\n")
+    print("| case | ms | added by the hook (attach + detach) | ratio |\n|---|---:|---:|---:|")
     for k, v in med.items():
-        print(f"| {k} | {v:.1f} |")
-    print(f"| added by the hook (attach + detach) | {added:.1f} |")
+        extra = f"{added[k]:.1f} | {v / med[plain]:.2f}" if k in added else "| 1"
+        print(f"| {k} | {v:.1f} | {extra} |")
     out = ROOT / "bench" / "results" / "oci.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rounds": rounds, "median_ms": med, "added_ms": added, "samples_ms": times}, indent=1) + "\n")
+    out.write_text(json.dumps({"rounds": rounds, "hooks": hooks, "load": load, "median_ms": med, "added_ms": added,
+                               "samples_ms": times}, indent=1) + "\n")
     return 0
 
 
