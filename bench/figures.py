@@ -105,7 +105,7 @@ def _guard(res: Result, col: str, fn: Callable[[], Any]) -> Any:
 def _stack_cols(ctx: Ctx, keys: Sequence[str], suffix: str = "") -> list[tuple[str, str, str]]:
     from stacks import make_stacks  # noqa: F401  (labels only)
     labels = {"pynet": "pynet", "docker": "Docker", "netavark": "netavark",
-              "cni": "CNI bridge", "cnifw": "CNI bridge+firewall"}
+              "cni": "CNI bridge", "cnifw": "CNI bridge+firewall", "kernel": "by hand (kernel)"}
     out = []
     for k in keys:
         if k in ctx.stacks or k in ctx.failed_stacks:
@@ -253,7 +253,7 @@ def fig_attach(ctx: Ctx) -> list[Result]:
 
 def fig_scale(ctx: Ctx) -> list[Result]:
     n = ctx.n(100, 500)
-    cols = _stack_cols(ctx, ("pynet", "docker", "netavark", "cni", "cnifw"))
+    cols = _stack_cols(ctx, ("pynet", "docker", "netavark", "cni", "cnifw", "kernel"))
     res = _result(ctx, "scale", f"Per-attach cost over {n} attaches to one bridge network", "ms", cols,
                   command="each stack's attach as in the attach figure (Docker and pynet through the API); "
                           "the sandbox (container with --network none / pynet sandbox / fresh netns) is made "

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--quick", action="store_true", help="a few seconds per figure (default)")
     g.add_argument("--full", action="store_true", help="the published table")
     ap.add_argument("--only", default="", help="comma-separated figures: " + ",".join(list(FIGURES) + list(ALIASES)))
-    ap.add_argument("--peers", default=",".join(ALL_PEERS), help="comma-separated: docker,netavark,cni")
+    ap.add_argument("--peers", default=",".join(ALL_PEERS), help="comma-separated: docker,netavark,cni,kernel (the last: the same kernel work done by hand, scale figure only)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument("--doc", default=DOC, help=argparse.SUPPRESS)
     ap.add_argument("--render", metavar="JSON", help="only rewrite docs/benchmarks.md from a results JSON")

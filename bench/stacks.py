@@ -740,7 +740,73 @@ def sandbox_netns(stack: Stack, sb: Sandbox) -> str | None:
     return f(sb) if f else None
 
 
-ALL_PEERS = ("docker", "netavark", "cni")
+ALL_PEERS = ("docker", "netavark", "cni", "kernel")
+
+
+class KernelStack(_NetnsSandboxes):
+    """The kernel floor: the least any stack must do for an attach, done by
+    hand in process over raw rtnetlink (a veth born with its peer in the
+    sandbox, on the bridge; the peer's address, link up, default route).
+    No IPAM, no store, no firewall, no DNS: what this column's cost does
+    with scale is the kernel's own part."""
+
+    name = "kernel"
+    label = "by hand (kernel)"
+
+    def create_network(self, name: str, subnet: str | None = None, cli: bool = False, **opts: Any) -> Net:
+        from netstack.kernel.netns import run_in_netns
+        from netstack.kernel.rtnl import Rtnl
+
+        net = super().create_network(name, subnet, cli, **opts)
+        prefix = ipaddress.ip_network(net.subnet).prefixlen
+
+        def make() -> None:
+            r = Rtnl()
+            try:
+                index = r.create_link(net.extra["bridge"], "bridge", mtu=1500)
+                r.add_address(index, f"{net.gateway}/{prefix}")
+                r.link_up(index)
+            finally:
+                r.close()
+        run_in_netns(self.host_ns, make)
+        return net
+
+    def attach(self, net: Net, sb: Sandbox, cli: bool = False) -> None:
+        from netstack.kernel.netns import run_in_netns
+        from netstack.kernel.rtnl import Rtnl
+
+        ip = self._next_ip(net)
+        prefix = ipaddress.ip_network(net.subnet).prefixlen
+        n = len(sb.extra.setdefault("attached", {}))
+        host_end = f"pnk{secrets.token_hex(5)}"
+
+        def host_side() -> int:
+            r = Rtnl()
+            fd = os.open(sb.netns, os.O_RDONLY)
+            try:
+                master = r.link_index(net.extra["bridge"]) or 0
+                return r.create_veth(host_end, f"eth{n}", peer_netns_fd=fd, mtu=1500, master=master,
+                                     peer_mac="02:42:" + ":".join(secrets.token_hex(1) for _ in range(4)))
+            finally:
+                os.close(fd)
+                r.close()
+
+        peer = run_in_netns(self.host_ns, host_side)
+        r = Rtnl.in_netns(sb.netns)
+        try:
+            index = peer or r.link_index(f"eth{n}") or 0
+            r.add_address(index, f"{ip}/{prefix}")
+            r.link_up(index)
+            r.link_up(1)
+            r.replace_route("0.0.0.0/0", net.gateway, index)
+        finally:
+            r.close()
+        sb.ips[net.name] = ip
+        sb.extra["attached"][net.name] = net
+
+    def detach(self, net: Net, sb: Sandbox, cli: bool = False) -> None:
+        netns_del(sb.handle)  # the veth goes with the namespace
+        sb.extra.get("attached", {}).pop(net.name, None)
 
 
 def make_stacks(tag: str, workdir: str, cleanup: Cleanup, peers: Sequence[str]) -> dict[str, Stack]:
@@ -753,4 +819,6 @@ def make_stacks(tag: str, workdir: str, cleanup: Cleanup, peers: Sequence[str]) 
     if "cni" in peers:
         out["cni"] = CniStack(tag, workdir, cleanup, firewall=False)
         out["cnifw"] = CniStack(tag, workdir, cleanup, firewall=True)
+    if "kernel" in peers:
+        out["kernel"] = KernelStack(tag, workdir, cleanup)
     return out
