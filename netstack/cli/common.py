@@ -100,3 +100,54 @@ def inspect_each(
     for line in failed:
         ctx.err(line + "\n")
     return 1 if failed else 0
+
+
+def list_flags(noun: str, filter_example: str) -> list[Any]:
+    """The flags every ``ls`` takes, worded as docker words them."""
+    from netstack.cli.args import BOOL, KV, VALUE, Flag
+
+    return [
+        Flag("quiet", "q", BOOL, f"Only display {noun} IDs"),
+        Flag("no-trunc", "", BOOL, "Do not truncate the output"),
+        Flag("filter", "f", KV, f"Provide filter values (e.g. '{filter_example}')", "filter"),
+        Flag("format", "", VALUE, "Format output using a custom template: 'table', 'json' or a Go template"),
+    ]
+
+
+def filters_of(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def list_each(ctx: Context, opts: dict[str, Any], fetch: Callable[[dict[str, list[str]] | None], Any],
+              row: Callable[[Any, bool], Any], headers: dict[str, str], table: str) -> int:
+    """docker's ls: fetch with the --filter values, sort by name, render
+    rows (IDs only with -q, whole IDs with --no-trunc)."""
+    from netstack.cli.render import format_rows, natural_key
+
+    items = fetch(filters_of(opts["filter"]) or None) or []
+    items.sort(key=lambda item: natural_key(item.get("Name", "")))
+    fmt = opts["format"] or ""
+    if opts["quiet"] and fmt in ("", "table"):
+        fmt = "{{.ID}}"
+    ctx.out(format_rows(fmt, [row(item, not opts["no_trunc"]) for item in items], headers, table))
+    return 0
+
+
+def remove_each(ctx: Context, names: list[str], remove: Callable[[str], Any], kind: str) -> int:
+    """docker's rm: echo each name removed, one error line per name that
+    could not be; exit 1 if any failed."""
+    status = 0
+    for name in names:
+        try:
+            remove(name)
+        except Exception as exc:
+            if not ctx.is_daemon_error(exc):
+                raise
+            ctx.err(not_found_message(exc, kind, name) + "\n")
+            status = 1
+            continue
+        ctx.out(name + "\n")
+    return status

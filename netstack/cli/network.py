@@ -7,7 +7,7 @@ answer the way ``docker network ...`` does (same columns, same messages).
 from __future__ import annotations
 
 from netstack.cli.args import BOOL, KV, LIST, VALUE, Flag, Spec
-from netstack.cli.common import CliError, Context, inspect_each, not_found_message
+from netstack.cli.common import CliError, Context, filters_of, inspect_each, list_each, list_flags, remove_each
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,12 +60,7 @@ LS = _p(
     "ls",
     "[OPTIONS]",
     "List networks",
-    [
-        Flag("quiet", "q", BOOL, "Only display network IDs"),
-        Flag("no-trunc", "", BOOL, "Do not truncate the output"),
-        Flag("filter", "f", KV, "Provide filter values (e.g. 'driver=bridge')", "filter"),
-        Flag("format", "", VALUE, "Format output using a custom template: 'table', 'json' or a Go template"),
-    ],
+    list_flags("network", "driver=bridge"),
     (0, 0),
 )
 INSPECT = _p(
@@ -108,13 +103,6 @@ DISCONNECT = _p(
     [Flag("force", "f", BOOL, "Force the sandbox to disconnect from a network")],
     (2, 2),
 )
-
-
-def filters_of(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for key, value in pairs:
-        out.setdefault(key, []).append(value)
-    return out
 
 
 # --- create -------------------------------------------------------------------
@@ -200,16 +188,7 @@ def ipam_config(
 
 
 def ls(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
-    from netstack.cli.render import format_rows, natural_key
-
-    nets = ctx.client().networks(filters_of(opts["filter"]) or None) or []
-    nets.sort(key=lambda n: natural_key(n.get("Name", "")))
-    fmt = opts["format"] or ""
-    if opts["quiet"] and fmt in ("", "table"):
-        fmt = "{{.ID}}"
-    rows = [network_row(n, not opts["no_trunc"]) for n in nets]
-    ctx.out(format_rows(fmt, rows, LS_HEADERS, LS_TABLE))
-    return 0
+    return list_each(ctx, opts, ctx.client().networks, network_row, LS_HEADERS, LS_TABLE)
 
 
 def network_row(net: dict[str, Any], trunc: bool) -> Any:
@@ -244,19 +223,7 @@ def inspect(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
 
 def rm(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
-    client = ctx.client()
-    status = 0
-    for name in args:
-        try:
-            client.network_remove(name)
-        except Exception as exc:
-            if not ctx.is_daemon_error(exc):
-                raise
-            ctx.err(not_found_message(exc, "network", name) + "\n")
-            status = 1
-            continue
-        ctx.out(name + "\n")
-    return status
+    return remove_each(ctx, args, ctx.client().network_remove, "network")
 
 
 def prune(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from netstack.cli.args import BOOL, KV, LIST, VALUE, Flag, Spec
-from netstack.cli.common import CliError, Context, inspect_each, not_found_message
+from netstack.cli.args import BOOL, LIST, VALUE, Flag, Spec
+from netstack.cli.common import CliError, Context, inspect_each, list_each, list_flags, not_found_message, remove_each
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,12 +54,7 @@ LS = _p(
     "ls",
     "[OPTIONS]",
     "List sandboxes",
-    [
-        Flag("quiet", "q", BOOL, "Only display sandbox IDs"),
-        Flag("no-trunc", "", BOOL, "Do not truncate the output"),
-        Flag("filter", "f", KV, "Provide filter values (e.g. 'name=box')", "filter"),
-        Flag("format", "", VALUE, "Format output using a custom template: 'table', 'json' or a Go template"),
-    ],
+    list_flags("sandbox", "name=box"),
     (0, 0),
 )
 INSPECT = _p(
@@ -113,17 +108,7 @@ def create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
 
 def ls(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
-    from netstack.cli.network import filters_of
-    from netstack.cli.render import format_rows, natural_key
-
-    boxes = ctx.client().sandboxes(filters_of(opts["filter"]) or None) or []
-    boxes.sort(key=lambda b: natural_key(b.get("Name", "")))
-    fmt = opts["format"] or ""
-    if opts["quiet"] and fmt in ("", "table"):
-        fmt = "{{.ID}}"
-    rows = [sandbox_row(b, not opts["no_trunc"]) for b in boxes]
-    ctx.out(format_rows(fmt, rows, LS_HEADERS, LS_TABLE))
-    return 0
+    return list_each(ctx, opts, ctx.client().sandboxes, sandbox_row, LS_HEADERS, LS_TABLE)
 
 
 def sandbox_row(box: dict[str, Any], trunc: bool) -> Any:
@@ -170,18 +155,7 @@ def inspect(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
 def rm(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     client = ctx.client()
-    status = 0
-    for name in args:
-        try:
-            client.sandbox_remove(name, force=opts["force"])
-        except Exception as exc:
-            if not ctx.is_daemon_error(exc):
-                raise
-            ctx.err(not_found_message(exc, "sandbox", name) + "\n")
-            status = 1
-            continue
-        ctx.out(name + "\n")
-    return status
+    return remove_each(ctx, args, lambda name: client.sandbox_remove(name, force=opts["force"]), "sandbox")
 
 
 # --- exec ---------------------------------------------------------------------
