@@ -1,6 +1,6 @@
 """macvlan attach/detach latency: pynet vs Docker vs the CNI macvlan plugin.
 
-    .venv/bin/python bench/bench_macvlan.py [--quick] [--rounds N] [--peers docker,cni]
+    .venv/bin/python bench/bench_macvlan.py [--quick] [--rounds N] [--peers docker,cni] [--gap MS]
 
 Each stack gets a host namespace of its own (the stack adapters of
 bench/stacks.py) with a veth pair `lan0`/`lan0p`, both ends up, standing for
@@ -17,7 +17,11 @@ of them alike:
             runtime runs it: one exec per operation, CNI_* env, config on stdin
 
 Times are wall-clock milliseconds of the whole operation; the figure is
-median (min-max) and the ratios of the medians.  Results go to
+median (min-max) and the ratios of the medians.  pynet deletes a detached
+interface in the background (its detach returns once the interface is cut
+off); `--gap MS` pauses, untimed, after every operation, so that work cannot
+overlap the next stack's timed one (a check that the ratios do not come
+from it; 0, the default, runs the operations back to back).  Results go to
 bench/results/macvlan.json.  `figure(quick)` is the entry point for
 bench/run.py.  Nothing here asserts a time.
 """
@@ -30,6 +34,7 @@ import os
 import secrets
 import sys
 import tempfile
+import time
 from typing import Any, Callable
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -118,7 +123,7 @@ class _Cni:
         pass
 
 
-def measure(rounds: int, peers: list[str], log: Callable[[str], None] = print) -> dict[str, Any]:
+def measure(rounds: int, peers: list[str], log: Callable[[str], None] = print, gap_ms: float = 0) -> dict[str, Any]:
     tag = secrets.token_hex(3)
     workdir = tempfile.mkdtemp(prefix="pnbh-macvlan-")
     cleanup = Cleanup()
@@ -148,7 +153,9 @@ def measure(rounds: int, peers: list[str], log: Callable[[str], None] = print) -
         for _ in range(rounds):
             for name, s in stacks.items():
                 times[name]["attach"].append(timed(s.attach)[0])
+                time.sleep(gap_ms / 1000)
                 times[name]["detach"].append(timed(s.detach)[0])
+                time.sleep(gap_ms / 1000)
     finally:
         for s in stacks.values():
             try:
@@ -156,7 +163,7 @@ def measure(rounds: int, peers: list[str], log: Callable[[str], None] = print) -
             except Exception as exc:  # noqa: BLE001  cleanup goes on
                 log(f"teardown: {exc!r}")
         cleanup.run()
-    out: dict[str, Any] = {"rounds": rounds, "unit": "ms", "skipped": skipped, "stacks": {}}
+    out: dict[str, Any] = {"rounds": rounds, "gap_ms": gap_ms, "unit": "ms", "skipped": skipped, "stacks": {}}
     for name, t in times.items():
         out["stacks"][name] = {op: summary(xs) for op, xs in t.items()}
     pyn = out["stacks"]["pynet"]
@@ -173,7 +180,8 @@ def figure(quick: bool = False, peers: tuple[str, ...] = ("docker", "cni")) -> d
 
 
 def render(res: dict[str, Any]) -> str:
-    lines = [f"macvlan attach/detach, ms, median (min–max), {res['rounds']} interleaved rounds"]
+    gap = f", {res['gap_ms']:g} ms pause after each operation" if res.get("gap_ms") else ""
+    lines = [f"macvlan attach/detach, ms, median (min–max), {res['rounds']} interleaved rounds{gap}"]
     for name, st in res["stacks"].items():
         lines.append(f"  {name:<8} attach {fmt(st['attach'], 2):<24} detach {fmt(st['detach'], 2)}")
     for pair, r in res["ratios"].items():
@@ -188,9 +196,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10 rounds instead of 50")
     ap.add_argument("--rounds", type=int, default=0)
     ap.add_argument("--peers", default="docker,cni")
+    ap.add_argument("--gap", type=float, default=0, metavar="MS", help="untimed pause after every operation")
     args = ap.parse_args()
     rounds = args.rounds or (10 if args.quick else 50)
-    res = measure(rounds, [p for p in args.peers.split(",") if p])
+    res = measure(rounds, [p for p in args.peers.split(",") if p], gap_ms=args.gap)
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
         json.dump(res, f, indent=1)
