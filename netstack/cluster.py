@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from netstack.errors import Conflict, Forbidden, InvalidParameter, PynetError, Unavailable
 from netstack.etcd import (
-    EtcdClient, Event, KeyValue, cmp_absent, cmp_mod, op_delete, op_put, parse_endpoints,
+    EtcdClient, Event, KeyValue, cmp_absent, cmp_mod, op_delete, op_put, op_range, parse_endpoints, range_kvs,
 )
 from netstack.ipamapi import GLOBAL, IPAddress, IPNetwork, Pool, PoolRequest
 
@@ -108,12 +108,29 @@ class ClusterIpam:
     address is not handed out again at once; a claim is a txn that only
     succeeds if the address key does not exist yet, so two hosts picking
     the same candidate at the same moment cannot both win: the loser
-    re-reads and takes the next free one."""
+    re-reads and takes the next free one.
+
+    One round trip per address: the host remembers each pool's claims and
+    the cursor's revision from its last read or write, and the claim's txn
+    also compares the cursor, so it only succeeds if nobody allocated in
+    the pool since; when it fails, its failure branch reads the pool, and
+    the next try works from that.  (Releases by other hosts are missed
+    until then: harmless, the cursor moves on past them anyway.)  Called
+    under the controller's lock, like the rest of the store."""
 
     def __init__(self, etcd: EtcdClient, owner: str, on_lost_write: Callable[[], None] = lambda: None) -> None:
         self.etcd = etcd
         self.owner = owner
         self.on_lost_write = on_lost_write
+        # pool key prefix -> (claimed addresses as ints, cursor or None, cursor's mod_revision or 0)
+        self._view: dict[str, tuple[set[int], int | None, int]] = {}
+
+    def _read_view(self, prefix: str, kvs: list[KeyValue]) -> tuple[set[int], int | None, int]:
+        taken = {int(ipaddress.ip_address(k.key[len(prefix):])) for k in kvs if not k.key.endswith(CURSOR)}
+        cur = next((k for k in kvs if k.key.endswith(CURSOR)), None)
+        view = (taken, int(ipaddress.ip_address(cur.value)) if cur else None, cur.mod_revision if cur else 0)
+        self._view[prefix] = view
+        return view
 
     def request_pool(self, request: PoolRequest) -> Pool:
         from netstack.ipam import DEFAULT_GLOBAL_POOLS, overlaps
@@ -143,11 +160,13 @@ class ClusterIpam:
             ops += [op_put(_pool_key(net) + str(a), json.dumps({"aux": True})) for a in request.aux_addresses]
             ok, _ = self.etcd.txn([cmp_mod(K_POOLS, kv.mod_revision) if kv else cmp_absent(K_POOLS)], ops)
             if ok:
+                self._view.pop(_pool_key(net), None)
                 return Pool(pool_id=f"{GLOBAL}/{net}" + (f"/{sub}" if sub else ""), network=net)
         raise Unavailable("the global pool table is too busy: gave up after retries")
 
     def release_pool(self, pool_id: str) -> None:
         net, _ = _parse_pool_id(pool_id)
+        self._view.pop(_pool_key(net), None)
         try:
             for _ in range(MAX_RETRIES):
                 kv = self.etcd.get(K_POOLS)
@@ -179,27 +198,44 @@ class ClusterIpam:
             ok, _ = self.etcd.txn([cmp_absent(prefix + str(preferred))], [op_put(prefix + str(preferred), value)])
             if not ok:
                 raise Conflict(f"address {preferred} is already in use in the cluster")
+            if prefix in self._view:
+                self._view[prefix][0].add(int(preferred))
             return preferred
         first, last = _hosts_of(net, sub)
-        for _ in range(MAX_RETRIES):
+        view = self._view.get(prefix)
+        fresh = view is None
+        if view is None:
             kvs, _rev = self.etcd.get_prefix(prefix)
-            taken = {int(ipaddress.ip_address(k.key[len(prefix):])) for k in kvs if not k.key.endswith(CURSOR)}
-            cursor = next((int(ipaddress.ip_address(k.value)) for k in kvs if k.key.endswith(CURSOR)), first - 1)
-            start = first if gateway else cursor + 1
+            view = self._read_view(prefix, kvs)
+        for _ in range(MAX_RETRIES):
+            taken, cursor, cursor_rev = view
+            start = first if gateway else (first - 1 if cursor is None else cursor) + 1
             candidate = _next_free(first, last, start, taken)
             if candidate is None:
+                if not fresh:          # our view may miss releases by other hosts
+                    kvs, _rev = self.etcd.get_prefix(prefix)
+                    view, fresh = self._read_view(prefix, kvs), True
+                    continue
                 raise Unavailable(f"no available addresses in subnet {sub or net}")
             addr = ipaddress.ip_address(candidate)
+            compare = [cmp_absent(prefix + str(addr))]
             ops = [op_put(prefix + str(addr), value)]
             if not gateway:
+                compare.append(cmp_mod(prefix + CURSOR, cursor_rev) if cursor_rev else cmp_absent(prefix + CURSOR))
                 ops.append(op_put(prefix + CURSOR, str(addr)))
-            ok, _ = self.etcd.txn([cmp_absent(prefix + str(addr))], ops)
+            ok, responses, rev = self.etcd.txn_rev(compare, ops, [op_range(prefix, prefix=True)])
             if ok:
+                taken.add(candidate)
+                self._view[prefix] = (taken, cursor, cursor_rev) if gateway else (taken, candidate, rev)
                 return addr
+            view, fresh = self._read_view(prefix, range_kvs(responses[0]) if responses else []), True
         raise Unavailable(f"subnet {net}: too much contention for addresses, gave up after retries")
 
     def release_address(self, pool_id: str, address: IPAddress) -> None:
         net, _ = _parse_pool_id(pool_id)
+        view = self._view.get(_pool_key(net))
+        if view is not None:
+            view[0].discard(int(address))
         try:
             self.etcd.delete(_pool_key(net) + str(address))
         except Unavailable as exc:

@@ -106,13 +106,61 @@ def op_delete(key: str, *, prefix: bool = False) -> dict[str, Any]:
     return {"request_delete_range": req}
 
 
-def op_range(key: str) -> dict[str, Any]:
-    return {"request_range": {"key": b64(key)}}
+def op_range(key: str, *, prefix: bool = False) -> dict[str, Any]:
+    req = {"key": b64(key)}
+    if prefix:
+        req["range_end"] = b64(prefix_end(key))
+    return {"request_range": req}
+
+
+def range_kvs(response: dict[str, Any]) -> list[KeyValue]:
+    """The keys a txn's `op_range` response holds."""
+    return [_kv(d) for d in response.get("response_range", {}).get("kvs", [])]
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to the gateway.  A request is one
+    write (headers and body together: two small writes would wait on each
+    other's ACK); the socket sits above FD_SETSIZE, as it lives as long as
+    its thread (see kernel/fds.py)."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sock: socket.socket | None = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def post(self, path: str, data: bytes) -> tuple[int, bytes]:
+        from netstack.kernel.fds import move_high
+
+        if self.sock is None:
+            sock = socket.create_connection((self.host, self.port), self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = move_high(sock)
+            self.sock.settimeout(self.timeout)
+        self.sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        resp = http.client.HTTPResponse(self.sock, method="POST")
+        resp.begin()
+        raw = resp.read()
+        if resp.will_close:
+            self.close()
+        return resp.status, raw
+
+
+#: a reused keep-alive connection the server closed meanwhile fails this way
+#: before etcd saw the request; such a request is sent again on a new one
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class EtcdClient:
-    """Thread-safe: each call opens its own connection (the gateway is on a
-    LAN; a connect costs far less than an etcd write)."""
+    """Thread-safe: each thread keeps one keep-alive HTTP connection per
+    endpoint (a request then costs one round trip, not a TCP handshake
+    too); the watch has a connection of its own."""
 
     def __init__(self, endpoints: list[tuple[str, int]], *, timeout: float = DEFAULT_TIMEOUT,
                  prefix: str = "/v3") -> None:
@@ -123,6 +171,7 @@ class EtcdClient:
         self.api = prefix
         self._preferred = 0
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def describe(self) -> str:
         return "etcd://" + ",".join(f"{h}:{p}" for h, p in self.endpoints)
@@ -136,30 +185,55 @@ class EtcdClient:
         with self._lock:
             self._preferred = self.endpoints.index(endpoint)
 
+    def _connections(self) -> dict[tuple[str, int], _Connection]:
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        return conns  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the calling thread's connections (others close with their thread)."""
+        for conn in self._connections().values():
+            conn.close()
+        self._connections().clear()
+
+    def _post(self, ep: tuple[str, int], path: str, data: bytes) -> tuple[int, bytes]:
+        conns = self._connections()
+        conn = conns.get(ep)
+        if conn is None:
+            conn = conns[ep] = _Connection(ep[0], ep[1], self.timeout)
+        reused = conn.sock is not None
+        try:
+            try:
+                return conn.post(self.api + path, data)
+            except _STALE:
+                if not reused:
+                    raise
+                conn.close()
+                return conn.post(self.api + path, data)
+        except BaseException:
+            conn.close()
+            raise
+
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST one gateway request, trying each endpoint in turn."""
         data = json.dumps(body).encode()
         errors = []
         for ep in self._order():
-            conn = http.client.HTTPConnection(ep[0], ep[1], timeout=self.timeout)
             try:
-                conn.request("POST", self.api + path, body=data, headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                raw = resp.read()
+                status, raw = self._post(ep, path, data)
             except (OSError, http.client.HTTPException) as exc:
                 errors.append(f"{ep[0]}:{ep[1]}: {exc or type(exc).__name__}")
                 continue
-            finally:
-                conn.close()
-            if resp.status >= 500:
-                errors.append(f"{ep[0]}:{ep[1]}: HTTP {resp.status} {raw[:200]!r}")
+            if status >= 500:
+                errors.append(f"{ep[0]}:{ep[1]}: HTTP {status} {raw[:200]!r}")
                 continue
             self._prefer(ep)
             try:
                 answer = json.loads(raw or b"{}")
             except ValueError as exc:
                 raise Internal(f"etcd answered {path} with non-JSON: {raw[:200]!r}") from exc
-            if resp.status >= 400 or "error" in answer:
+            if status >= 400 or "error" in answer:
                 raise Internal(f"etcd refused {path}: {answer.get('error') or answer.get('message') or raw[:200]!r}")
             return answer
         raise Unavailable(f"cluster store {self.describe()} is unreachable ({'; '.join(errors)})")
@@ -190,8 +264,15 @@ class EtcdClient:
     def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
             failure: list[dict[str, Any]] | None = None) -> tuple[bool, list[dict[str, Any]]]:
         """(succeeded, responses) of one atomic transaction."""
+        ok, responses, _ = self.txn_rev(compare, success, failure)
+        return ok, responses
+
+    def txn_rev(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
+                failure: list[dict[str, Any]] | None = None) -> tuple[bool, list[dict[str, Any]], int]:
+        """(succeeded, responses, the store's revision after it)."""
         answer = self.call("/kv/txn", {"compare": compare, "success": success, "failure": failure or []})
-        return bool(answer.get("succeeded", False)), answer.get("responses", [])
+        return (bool(answer.get("succeeded", False)), answer.get("responses", []),
+                int(answer.get("header", {}).get("revision", 0)))
 
     # -- leases ------------------------------------------------------------
 

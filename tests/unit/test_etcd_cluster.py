@@ -61,17 +61,31 @@ class FakeEtcd:
         return len(gone)
 
     def txn(self, compare, success, failure=None):
+        ok, responses, _ = self.txn_rev(compare, success, failure)
+        return ok, responses
+
+    def txn_rev(self, compare, success, failure=None):
         with self.lock:
             self.txns += 1
             ok = all(self._holds(c) for c in compare)
+            responses = []
             for op in success if ok else (failure or []):
                 if "request_put" in op:
                     r = op["request_put"]
                     self._put(etcd.unb64(r["key"]), etcd.unb64(r["value"]), int(r.get("lease", 0)))
+                    responses.append({"response_put": {}})
                 elif "request_delete_range" in op:
                     r = op["request_delete_range"]
                     self._delete(etcd.unb64(r["key"]), "range_end" in r)
-            return ok, []
+                    responses.append({"response_delete_range": {}})
+                elif "request_range" in op:
+                    r = op["request_range"]
+                    key = etcd.unb64(r["key"])
+                    kvs = [v for k, v in sorted(self.kv.items()) if (k.startswith(key) if "range_end" in r else k == key)]
+                    responses.append({"response_range": {"kvs": [
+                        {"key": etcd.b64(v.key), "value": etcd.b64(v.value), "create_revision": str(v.create_revision),
+                         "mod_revision": str(v.mod_revision)} for v in kvs]}})
+            return ok, responses, self.rev
 
     def _holds(self, c):
         kv = self.kv.get(etcd.unb64(c["key"]))
@@ -156,6 +170,41 @@ def test_gateway_wire_format_and_failover():
         dead.close()
 
 
+def test_connections_are_kept_alive_and_a_closed_one_is_replaced():
+    peers = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            peers.append(self.client_address)
+            data = b'{"header": {"revision": "9"}}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            # Every third answer, hang up without saying so (an idle
+            # timeout, a restarted etcd): the next request must not fail.
+            self.close_connection = len(peers) % 3 == 0
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = etcd.EtcdClient([("127.0.0.1", srv.server_address[1])])
+        for i in range(7):
+            assert client.put("/k", str(i)) == 9
+        assert len(peers) == 7
+        assert len(set(peers)) == 3                        # 3 + 3 + 1 requests on 3 connections
+        client.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 # ------------------------------------------------------------- cluster IPAM
 
 def test_pools_clash_across_the_cluster():
@@ -182,6 +231,38 @@ def test_addresses_gateway_first_then_round_robin_and_preferred_clash():
     with pytest.raises(Conflict, match="10.9.0.5"):
         ipam.request_address(pid, ipaddress.ip_address("10.9.0.5"))
     assert str(ipam.request_address(pid, ipaddress.ip_address("10.9.0.4"))) == "10.9.0.4"
+
+
+def test_an_address_costs_one_round_trip_and_a_stale_view_recovers():
+    fake = FakeEtcd()
+    calls = []
+    for name in ("get", "get_prefix", "txn_rev"):
+        real = getattr(fake, name)
+        setattr(fake, name, lambda *a, _real=real, _name=name, **kw: (calls.append(_name), _real(*a, **kw))[1])
+    h1, h2 = ClusterIpam(fake, "h1"), ClusterIpam(fake, "h2")
+    pid = h1.request_pool(pool_req("10.7.0.0/24")).pool_id
+    assert str(h1.request_address(pid)) == "10.7.0.1"      # first use of the pool: one read, one claim
+    calls.clear()
+    assert [str(h1.request_address(pid)) for _ in range(3)] == ["10.7.0.2", "10.7.0.3", "10.7.0.4"]
+    assert calls == ["txn_rev"] * 3                         # then one round trip each
+    assert str(h2.request_address(pid)) == "10.7.0.5"       # the shared cursor goes on
+    calls.clear()
+    assert str(h1.request_address(pid)) == "10.7.0.6"       # h1's view was stale: the failed claim
+    assert calls == ["txn_rev", "txn_rev"]                  # brought the pool back, no extra read
+    h2.release_address(pid, ipaddress.ip_address("10.7.0.2"))   # h1 does not know: it skips .2 until
+    assert str(h1.request_address(pid, ipaddress.ip_address("10.7.0.2"))) == "10.7.0.2"  # it learns
+
+
+def test_a_full_view_is_read_again_before_giving_up():
+    fake = FakeEtcd()
+    h1, h2 = ClusterIpam(fake, "h1"), ClusterIpam(fake, "h2")
+    pid = h1.request_pool(pool_req("10.6.0.0/30")).pool_id   # two addresses: .1 .2
+    h1.request_address(pid)
+    a = h2.request_address(pid)
+    with pytest.raises(Unavailable, match="no available"):
+        h1.request_address(pid)
+    h2.release_address(pid, a)                              # h1's view still has .2 taken
+    assert h1.request_address(pid) == a
 
 
 def test_concurrent_claims_from_many_hosts_are_unique():
