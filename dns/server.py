@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import errno
 import itertools
 import logging
 import os
@@ -49,7 +50,7 @@ from netstack.dns.resolvconf import EMBEDDED_ADDRESS, host_upstreams
 from netstack.dns.resolver import Answer, Forward, Resolver, question_key
 from netstack.kernel.netns import run_in_netns
 
-__all__ = ["DnsServer", "open_sandbox_sockets"]
+__all__ = ["DnsServer", "bind_sandbox_sockets", "open_sandbox_sockets"]
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +70,35 @@ def open_sandbox_sockets(netns_path: str, address: str = EMBEDDED_ADDRESS
     to these ports in that namespace (so a container process can still bind
     0.0.0.0:53 itself) and hands the sockets to ``DnsServer.add_sandbox``.
     The namespace's ``lo`` must be up (the controller brings it up)."""
+    return run_in_netns(netns_path, lambda: bind_sandbox_sockets(address))
 
-    def make() -> tuple[socket.socket, socket.socket, int, int]:
+
+def bind_sandbox_sockets(address: str = EMBEDDED_ADDRESS, ports: tuple[int, int] | None = None
+                         ) -> tuple[socket.socket, socket.socket, int, int]:
+    """open_sandbox_sockets in the calling thread's namespace.  `ports`:
+    (udp, tcp) to take if both are free -- the ones an earlier listener of
+    this sandbox had, which its DNAT rule and its clients' NAT state still
+    name -- else kernel-chosen ones."""
+    for udp_port, tcp_port in ((ports, (0, 0)) if ports else ((0, 0),)):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            udp.bind((address, 0))
+            udp.bind((address, udp_port))
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((address, 0))
+            tcp.bind((address, tcp_port))
             tcp.listen(64)
+        except OSError as exc:
+            udp.close()
+            tcp.close()
+            if exc.errno == errno.EADDRINUSE and (udp_port or tcp_port):
+                continue  # taken meanwhile (by a process in the container): fresh ports
+            raise
         except BaseException:
             udp.close()
             tcp.close()
             raise
         return udp, tcp, udp.getsockname()[1], tcp.getsockname()[1]
-
-    return run_in_netns(netns_path, make)
+    raise AssertionError("unreachable")
 
 
 # -- per-socket state, all owned by the serving thread ----------------------

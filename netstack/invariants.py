@@ -33,7 +33,9 @@ DNS
     inside every sandbox that has a listener, 127.0.0.11 answers each
     sandbox name with exactly the IPv4 addresses of the endpoints of that
     name on the networks the sandbox shares, and nothing for a name on no
-    shared network.
+    shared network -- asked from one client port inside each sandbox, the
+    same port in every check (``CLIENT_PORT``), so that NAT state left by
+    an earlier listener is caught the first time, not by chance.
 
 ``check()`` returns the violations as short sentences; an empty list means
 every invariant holds.
@@ -314,16 +316,43 @@ def _check_firewall(st: State, host_ns: str) -> list[str]:
 
 # ---------------------------------------------------------------------- DNS
 
-def _query(key: str, name: str, timeout: float = 1.5, attempts: int = 3) -> set[str] | None:
+#: the checker's client port inside each sandbox: the same in every check,
+#: as a stub resolver bound to one port is, so that an answer lost to NAT
+#: state left from an earlier listener (pynetd restarted, listener re-opened
+#: on other ports) is seen at the first check, not by chance
+CLIENT_PORT = 10053
+
+
+def _client(key: str) -> socket.socket:
+    """A UDP socket inside the namespace `key`, on 127.0.0.1:CLIENT_PORT
+    (or a port of the kernel's choosing if a process there holds that one)."""
+    from netstack.kernel.netns import run_in_netns
+
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("127.0.0.1", CLIENT_PORT))
+        except OSError:
+            pass  # taken: sendto picks a port
+        return sock
+
+    return run_in_netns(key, make)
+
+
+def _query(key: str, name: str, timeout: float = 1.5, attempts: int = 3, *,
+           sock: socket.socket | None = None) -> set[str] | None:
     """A-record answers for `name` from 127.0.0.11 inside the namespace
-    `key` (None: no answer at all).  Retries as a stub resolver does: UDP
-    may drop a datagram on a loaded machine, which says nothing of the
-    records."""
+    `key` (None: no answer at all), sent from `sock` if given, else from a
+    socket of its own on a port of the kernel's choosing.  Retries as a stub
+    resolver does: UDP may drop a datagram on a loaded machine, which says
+    nothing of the records."""
     from dnslib import QTYPE, DNSRecord
 
     from netstack.kernel.netns import run_in_netns
 
-    sock = run_in_netns(key, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    own = sock is None
+    if sock is None:
+        sock = run_in_netns(key, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     try:
         sock.settimeout(timeout)
         for _ in range(attempts):
@@ -341,7 +370,8 @@ def _query(key: str, name: str, timeout: float = 1.5, attempts: int = 3) -> set[
     except OSError:
         return None
     finally:
-        sock.close()
+        if own:
+            sock.close()
 
 
 def _names(st: State, e: Endpoint) -> list[str]:
@@ -353,6 +383,8 @@ def _names(st: State, e: Endpoint) -> list[str]:
 
 
 def _check_dns(st: State) -> list[str]:
+    from netstack.kernel import netns
+
     out = []
     all_names = sorted({s.name for s in st.sandboxes.values()})
     for s in st.sandboxes.values():
@@ -360,15 +392,21 @@ def _check_dns(st: State) -> list[str]:
                 if e.network_id in st.networks and st.networks[e.network_id].driver not in NO_DNS_DRIVERS}
         if not nets:
             continue
-        for name in all_names:
-            want = {str(ipaddress.ip_interface(e.ipv4).ip) for e in st.endpoints.values()
-                    if e.network_id in nets and e.ipv4 and e.sandbox_id in st.sandboxes
-                    and name.lower() in (x.lower() for x in _names(st, e))}
-            got = _query(s.key, name)
-            if got is None:
-                out.append(f"dns: no answer in sandbox {s.name} for {name}")
-            elif got != want:
-                out.append(f"dns: sandbox {s.name} resolves {name} to {sorted(got)}, expected {sorted(want)}")
+        if not netns.is_netns(s.key):
+            continue  # reported by the kernel checks
+        sock = _client(s.key)
+        try:
+            for name in all_names:
+                want = {str(ipaddress.ip_interface(e.ipv4).ip) for e in st.endpoints.values()
+                        if e.network_id in nets and e.ipv4 and e.sandbox_id in st.sandboxes
+                        and name.lower() in (x.lower() for x in _names(st, e))}
+                got = _query(s.key, name, sock=sock)
+                if got is None:
+                    out.append(f"dns: no answer in sandbox {s.name} for {name}")
+                elif got != want:
+                    out.append(f"dns: sandbox {s.name} resolves {name} to {sorted(got)}, expected {sorted(want)}")
+        finally:
+            sock.close()
     return out
 
 

@@ -4,16 +4,21 @@ and each sandbox on a network with DNS gets a listener at 127.0.0.11.
 The listener's sockets are made inside the sandbox's namespace on
 kernel-chosen ports; a DNAT rule there sends 127.0.0.11:53 to them, so a
 process in the container can still bind 0.0.0.0:53 itself (Docker's trick).
+A listener opened again for the same sandbox (after a restart of pynetd, or
+once the sandbox rejoins a network) must not leave clients behind on the
+old ports through NAT state the kernel keeps: see `NftRedirect`.
 The records and the serving thread live in netstack.dns.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+import socket
+from typing import Any, Protocol
 
 from netstack.dns.records import RecordTable
-from netstack.dns.server import DnsServer, open_sandbox_sockets
+from netstack.dns.resolvconf import EMBEDDED_ADDRESS
+from netstack.dns.server import DnsServer, bind_sandbox_sockets, open_sandbox_sockets
 from netstack.kernel.fds import move_high
 
 log = logging.getLogger("pynet.dns")
@@ -21,39 +26,131 @@ log = logging.getLogger("pynet.dns")
 #: drivers whose endpoints get no embedded DNS (Docker: host and none)
 NO_DNS_DRIVERS = ("host", "null")
 
-Redirect = Callable[[str, int, int], None]
+Opened = tuple[socket.socket, socket.socket]
 
 
-def iptables_redirect(sandbox_key: str, udp_port: int, tcp_port: int) -> None:
-    from netstack.kernel.firewall import IptablesFirewall
+class Listener(Protocol):
+    """How a sandbox's listener is opened and reached from 127.0.0.11:53."""
 
-    IptablesFirewall(netns=sandbox_key, ipv6=False).sandbox_dns_redirect(udp_port, tcp_port)
+    def open(self, sandbox_key: str) -> Opened:
+        """Bound UDP and listening TCP sockets, made inside the sandbox, with
+        127.0.0.11:53 leading to them once this returns."""
+        ...
 
 
-def default_redirect() -> Redirect:
-    """nftables in-process when libnftables is there (~1 ms a sandbox),
-    else a python-iptables commit (~10 ms)."""
+class NftRedirect:
+    """Kernel-chosen ports and a DNAT from 127.0.0.11:53, by libnftables
+    in-process (~1 ms a sandbox), all in one visit to the namespace.
+
+    A re-opened listener (pynetd restarted; the sandbox left its last
+    network and joined one again) takes the ports the namespace's rule
+    already names when they are free: NAT is decided on a connection's first
+    packet and kept in its conntrack entry, so entries made under the rule
+    keep their clients on those ports -- a client on a fixed source port,
+    or one whose random port comes round again, would otherwise be sent to a
+    closed port for as long as it keeps asking.  When the ports must change,
+    the rule is rewritten and then the entries made under the old one are
+    deleted (`forget_stale_entries`)."""
+
+    def open(self, sandbox_key: str) -> Opened:
+        from netstack.kernel import nft
+        from netstack.kernel.netns import run_in_netns
+
+        def inside() -> Opened:
+            before = nft.dns_redirect_ports()
+            udp, tcp, udp_port, tcp_port = bind_sandbox_sockets(EMBEDDED_ADDRESS, before)
+            try:
+                if (udp_port, tcp_port) != before:
+                    nft.run(nft.dns_redirect_batch(udp_port, tcp_port))
+                    forget_stale_entries(udp_port, tcp_port)  # ~0.1 ms when nothing is tracked
+            except BaseException:
+                udp.close()
+                tcp.close()
+                raise
+            return udp, tcp
+
+        return run_in_netns(sandbox_key, inside)
+
+
+class IptablesRedirect:
+    """The fallback without libnftables: a python-iptables commit (~10 ms).
+    The rule is not read back, so ports always change; entries made under
+    an earlier rule are deleted after it is rewritten."""
+
+    def open(self, sandbox_key: str) -> Opened:
+        from netstack.kernel.firewall import IptablesFirewall
+        from netstack.kernel.netns import run_in_netns
+
+        udp, tcp, udp_port, tcp_port = open_sandbox_sockets(sandbox_key)
+        try:
+            IptablesFirewall(netns=sandbox_key, ipv6=False).sandbox_dns_redirect(udp_port, tcp_port)
+            run_in_netns(sandbox_key, lambda: forget_stale_entries(udp_port, tcp_port))
+        except BaseException:
+            udp.close()
+            tcp.close()
+            raise
+        return udp, tcp
+
+
+class Port53:
+    """No redirect at all (hosts without a firewall backend): the listener
+    takes port 53 itself."""
+
+    def open(self, sandbox_key: str) -> Opened:
+        from netstack.kernel.netns import run_in_netns
+
+        def make() -> Opened:
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                udp.bind((EMBEDDED_ADDRESS, 53))
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((EMBEDDED_ADDRESS, 53))
+                tcp.listen(64)
+            except BaseException:
+                udp.close()
+                tcp.close()
+                raise
+            return udp, tcp
+
+        return run_in_netns(sandbox_key, make)
+
+
+def default_listener() -> Listener:
+    """nftables in-process when libnftables is there, else iptables."""
     from netstack.kernel import nft
 
-    return nft_redirect if nft.available() else iptables_redirect
+    return NftRedirect() if nft.available() else IptablesRedirect()
 
 
-def nft_redirect(sandbox_key: str, udp_port: int, tcp_port: int) -> None:
-    from netstack.kernel import nft
-    from netstack.kernel.netns import run_in_netns
+def forget_stale_entries(udp_port: int, tcp_port: int) -> None:
+    """In the sandbox's namespace (the caller enters it), after the redirect
+    was rewritten to these ports: delete the conntrack entries of
+    127.0.0.11:53 that still lead elsewhere.  Rewritten first, so that no
+    new stale entry can appear behind the deletion."""
+    from netstack.errors import PynetError
+    from netstack.kernel import conntrack
 
-    run_in_netns(sandbox_key, lambda: nft.run(nft.dns_redirect_batch(udp_port, tcp_port)))
+    try:
+        n = conntrack.delete_stale_dnat(EMBEDDED_ADDRESS, 53, {socket.IPPROTO_UDP: udp_port,
+                                                               socket.IPPROTO_TCP: tcp_port})
+    except (OSError, PynetError) as exc:  # no ctnetlink: new clients are served, returning ones may not be
+        log.warning("dns: cannot delete the NAT entries of an earlier listener: %s", exc)
+        return
+    if n:
+        log.info("dns: %d NAT entries of an earlier listener deleted", n)
 
 
 class SandboxDns:
     def __init__(self, *, upstreams: list[tuple[str, int]] | None = None,
-                 redirect: Redirect | None = None, bind_53: bool = False) -> None:
-        """redirect: how 127.0.0.11:53 reaches the listener (default: nft,
-        else iptables); bind_53: no redirect at all, the listener takes
-        port 53 itself (for hosts without a firewall backend)."""
+                 listener: Listener | None = None, bind_53: bool = False) -> None:
+        """listener: how a sandbox's listener is opened and reached from
+        127.0.0.11:53 (default: nft redirect, else iptables); bind_53: no
+        redirect at all, the listener takes port 53 itself (for hosts
+        without a firewall backend)."""
         self.records = RecordTable()
         self.server = DnsServer(self.records, upstreams=upstreams)
-        self.redirect = None if bind_53 else (redirect or default_redirect())
+        self.listener = Port53() if bind_53 else (listener or default_listener())
         self._listening: set[str] = set()
         self.server.start()
 
@@ -76,16 +173,7 @@ class SandboxDns:
             self._listen(sb)
 
     def _listen(self, sb: Any) -> None:
-        if self.redirect is None:
-            udp, tcp, _, _ = open_sandbox_sockets_on_53(sb.key)
-        else:
-            udp, tcp, udp_port, tcp_port = open_sandbox_sockets(sb.key)
-            try:
-                self.redirect(sb.key, udp_port, tcp_port)
-            except BaseException:
-                udp.close()
-                tcp.close()
-                raise
+        udp, tcp = self.listener.open(sb.key)
         self.server.add_sandbox(sb.id, move_high(udp), move_high(tcp))
         self._listening.add(sb.id)
 
@@ -107,20 +195,3 @@ class SandboxDns:
     def stop(self) -> None:
         self.server.stop()
 
-
-def open_sandbox_sockets_on_53(key: str) -> tuple[Any, Any, int, int]:
-    """Without a firewall to redirect, the resolver takes port 53 itself."""
-    import socket
-
-    from netstack.kernel.netns import run_in_netns
-
-    def make() -> tuple[Any, Any, int, int]:
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        udp.bind(("127.0.0.11", 53))
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind(("127.0.0.11", 53))
-        tcp.listen(64)
-        return udp, tcp, 53, 53
-
-    return run_in_netns(key, make)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 import threading
 
 from netstack.errors import Internal
@@ -36,6 +37,9 @@ def _load() -> ctypes.CDLL | None:
             lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
             lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
             lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+            lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
             _lib = lib
         return _lib
 
@@ -44,17 +48,20 @@ def available() -> bool:
     return _load() is not None
 
 
-def run(commands: str) -> None:
-    """Apply `commands` (nft syntax, ';' or newline separated) as one batch."""
+def run(commands: str) -> str:
+    """Apply `commands` (nft syntax, ';' or newline separated) as one batch;
+    returns what nft printed (for a `list` command, the rules)."""
     lib = _load()
     if lib is None:
         raise Internal("libnftables is not available")
     ctx = lib.nft_ctx_new(0)
     try:
+        lib.nft_ctx_buffer_output(ctx)
         lib.nft_ctx_buffer_error(ctx)
         if lib.nft_run_cmd_from_buffer(ctx, commands.encode()) != 0:
             err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace").strip()
             raise Internal(f"nftables refused the batch: {err.splitlines()[0] if err else 'unknown error'}")
+        return (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
     finally:
         lib.nft_ctx_free(ctx)
 
@@ -69,3 +76,20 @@ def dns_redirect_batch(udp_port: int, tcp_port: int) -> str:
         f"add rule ip pynet-dns output ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{udp_port}\n"
         f"add rule ip pynet-dns output ip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:{tcp_port}\n"
     )
+
+
+_DNAT_TO = re.compile(r"\b(udp|tcp) dport 53 dnat (?:ip )?to 127\.0\.0\.11:(\d+)")
+
+
+def dns_redirect_ports() -> tuple[int, int] | None:
+    """The (udp, tcp) ports the calling thread's namespace redirects
+    127.0.0.11:53 to now, or None when it has no such redirect (a new
+    sandbox).  Lets a re-opened listener take the same ports again."""
+    try:
+        text = run("list chain ip pynet-dns output")
+    except Internal:
+        return None  # no table or chain
+    found = {proto: int(port) for proto, port in _DNAT_TO.findall(text)}
+    if "udp" not in found or "tcp" not in found:
+        return None
+    return found["udp"], found["tcp"]

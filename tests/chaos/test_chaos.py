@@ -43,12 +43,9 @@ def test_chaos_short(host):
     operations; after every restart every invariant and every acknowledged
     operation holds."""
     lines: list[str] = []
-    # The DNS invariant is left to the full run (bench/chaos.py): in about one
-    # short run in two on this machine a sandbox's resolver stops answering
-    # after a restart at network-delete:marked -- an open bug, written up in
-    # docs/reliability.md, not yet found.  Every other invariant is checked.
-    chaos = Chaos(host, seed=int(os.environ.get("PYNET_CHAOS_SEED", "7")), log=lines.append,
-                  dns=os.environ.get("PYNET_CHAOS_DNS", "") == "1")
+    # Every invariant, DNS included (fix 5 in docs/reliability.md: a restart
+    # left clients on the old listener ports through stale conntrack NAT).
+    chaos = Chaos(host, seed=int(os.environ.get("PYNET_CHAOS_SEED", "7")), log=lines.append)
     try:
         stats = chaos.run(40, deadline=time.monotonic() + 140)
     finally:
