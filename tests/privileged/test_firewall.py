@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from typing import Iterator
 
@@ -87,10 +86,13 @@ def talk(ns: str, proto: str, host: str, port: int) -> str:
 
 
 class Topo:
-    def __init__(self, policy: str) -> None:
+    """The namespaces above, with a server on each port the tests talk to
+    (also used by test_nftables.py: both backends face the same packets)."""
+
+    def __init__(self, policy: str, prefix: str = "pynet-fwtest") -> None:
         tag = uuid.uuid4().hex[:6]
-        self.host, self.ext = f"pynet-fwtest-{tag}-h", f"pynet-fwtest-{tag}-x"
-        self.c1, self.c2, self.c3 = (f"pynet-fwtest-{tag}-c{i}" for i in (1, 2, 3))
+        self.host, self.ext = f"{prefix}-{tag}-h", f"{prefix}-{tag}-x"
+        self.c1, self.c2, self.c3 = (f"{prefix}-{tag}-c{i}" for i in (1, 2, 3))
         self.all = [self.host, self.ext, self.c1, self.c2, self.c3]
         self.procs: list[subprocess.Popen[str]] = []
         self.policy = policy
@@ -124,10 +126,9 @@ class Topo:
             run("ip", "-n", h, "link", "set", p, "type", "bridge_slave", "hairpin", "on")
         if self.policy == "DROP":
             nsx(h, "iptables-legacy", "-P", "FORWARD", "DROP")
-        for ns, proto, host, port in ((self.c1, "tcp", "0.0.0.0", 80), (self.c1, "udp", "0.0.0.0", 53),
-                                      (self.c2, "tcp", "0.0.0.0", 80), (self.c3, "tcp", "0.0.0.0", 80),
-                                      (self.ext, "tcp", "0.0.0.0", 80)):
-            self.serve(ns, proto, host, port)
+        for ns, proto, port in ((self.c1, "tcp", 80), (self.c1, "udp", 53), (self.c2, "tcp", 80),
+                                (self.c3, "tcp", 80), (self.ext, "tcp", 80), (self.c1, "tcp", 81)):
+            self.serve(ns, proto, "0.0.0.0", port)
 
     def serve(self, ns: str, proto: str, host: str, port: int) -> subprocess.Popen[str]:
         p = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-c", SERVER, proto, host, str(port)],
@@ -287,17 +288,20 @@ def test_dns_redirect_in_sandbox(topo: Topo) -> None:
     assert "PYNET" not in nsx(topo.c2, "iptables-legacy-save").stdout
 
 
-def test_commit_cost_with_1000_rules(topo: Topo, fw: IptablesFirewall) -> None:
+def test_publishing_beside_1000_rules(topo: Topo, fw: IptablesFirewall) -> None:
+    """A publish and its removal among 1000 other rules touch only their own
+    (the cost of that is bench/bench_firewall.py's, not a test's)."""
     fw.add_network(NET_T)
-    big = PortRules("big", "br-t", "10.77.0.3", "", tuple(PortBinding("tcp", 10000 + i, 20000 + i) for i in range(500)))
+    big = PortRules("big", "br-t", "10.77.0.3", "", tuple(PortBinding("tcp", 80, 20000 + i) for i in range(500)))
     fw.add_ports(big)
-    assert len([r for r in fw.list_rules() if "10.77.0.3" in " ".join(r.args)]) == 1000
+    # a DNAT per host port, one ACCEPT for the container port they share
+    assert len([r for r in fw.list_rules() if "10.77.0.3" in " ".join(r.args)]) == 501
+    before = sorted(map(str, fw.list_rules()))
     one = PortRules("one", "br-t", "10.77.0.2", "", (PortBinding("tcp", 80, 30000),))
-    t0 = time.perf_counter()
-    for _ in range(10):
+    for _ in range(3):
         fw.add_ports(one)
+        assert talk(topo.ext, "tcp", "198.18.0.1", 30000) == "from 198.18.0.2"
         fw.remove_ports(one)
-    per_op = (time.perf_counter() - t0) / 20
-    print(f"add/remove_ports with 1000 rules installed: {per_op * 1000:.1f} ms per operation")
-    assert per_op < 0.5
+    assert sorted(map(str, fw.list_rules())) == before
+    assert talk(topo.ext, "tcp", "198.18.0.1", 20499) == "from 198.18.0.2"  # the last of the 500 still answers
     fw.remove_ports(big)
