@@ -42,9 +42,11 @@ endpoints), through the controller's LowerLinked hook.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ipaddress
 import os
+import struct
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -142,6 +144,9 @@ def host_link_name(network_id: str) -> str:
 RTA_PREFSRC = 7
 RTM_DELADDR = 21
 IFLA_OPERSTATE = 16
+_IFINDEX = struct.Struct("=BxHiII")  # struct ifinfomsg
+#: the alias of a left endpoint's interface until the reaper deletes it
+RETIRED_ALIAS = links.alias_for("retired", NAME)
 IF_OPER_NOTPRESENT, IF_OPER_DOWN, IF_OPER_LOWERLAYERDOWN = 1, 2, 3
 
 
@@ -157,6 +162,7 @@ class MacvlanDriver:
         self._ipr = links.host()
         self._rtnl = Rtnl()  # the attach/detach hot path: raw rtnetlink
         self._reaper = SandboxLinkReaper()
+        atexit.register(self._reaper.flush)  # a clean exit leaves no retired link behind
         # network id -> ifindex of the parent on which every endpoint was
         # last found present (see lower_link_changed)
         self._verified: dict[str, int] = {}
@@ -337,7 +343,15 @@ class MacvlanDriver:
         fd = os.open(sandbox_key, os.O_RDONLY | os.O_CLOEXEC)
         try:
             # Raw rtnetlink (the attach hot path): born inside the sandbox.
-            self._rtnl.create_macvlan(ifname, parent=parent_idx, mode=mode, mtu=mtu, mac=endpoint.mac, netns_fd=fd)
+            try:
+                self._rtnl.create_macvlan(ifname, parent=parent_idx, mode=mode, mtu=mtu, mac=endpoint.mac,
+                                          netns_fd=fd)
+            except Conflict:
+                # A link retired before a crash still holds the name: gone now, then once more.
+                if not self._reaper.reap_leftover(sandbox_key, ifname):
+                    raise
+                self._rtnl.create_macvlan(ifname, parent=parent_idx, mode=mode, mtu=mtu, mac=endpoint.mac,
+                                          netns_fd=fd)
         except InvalidParameter as exc:
             if mode == "passthru":
                 raise Conflict(f"network {network.name} is in passthru mode: its parent takes one endpoint") from exc
@@ -428,9 +442,10 @@ class SandboxLinkReaper:
     parent: `wait_for` blocks a join into that sandbox, or with that MAC,
     until the deletion is done (free when it already is, the usual case);
     `flush` waits for everything (before a sandbox or network removal, and
-    for a passthru join: the parent takes one macvlan).  A crash in between
-    leaves an address-less macvlan in a sandbox, which goes with the
-    sandbox's namespace or its parent."""
+    for a passthru join: the parent takes one macvlan).  A retired link
+    carries the alias RETIRED_ALIAS: one a crash left behind is deleted by
+    the join that finds its name taken (reap_leftover), otherwise it goes
+    with the sandbox's namespace or its parent."""
 
     def __init__(self) -> None:
         import collections
@@ -458,6 +473,7 @@ class SandboxLinkReaper:
                     handle.request(RTM_DELADDR, rt.F_ACK, rt.addr_request(index, cidr), f"address {cidr}")
                 except PynetError:
                     pass  # not there: nothing to cut off
+            handle.set_alias(index, RETIRED_ALIAS)  # so a crash's leftover can be told from a user's link
         except Exception:
             handle.close()
             raise
@@ -465,6 +481,25 @@ class SandboxLinkReaper:
         with self._done:
             self._pending.update(keys)
         self._queue.put((handle, index, keys))
+
+    def reap_leftover(self, netns_path: str, name: str) -> bool:
+        """Delete `name` in the sandbox if it is a link retired and never
+        deleted (pynetd died meanwhile); False when it is anything else."""
+        try:
+            handle = Rtnl.in_netns(netns_path)
+        except (NotFound, InvalidParameter):
+            return False
+        try:
+            answers = handle.request(rt.RTM_GETLINK, 0, rt.ifinfo() + rt.attr(rt.IFLA_IFNAME, name.encode() + b"\0"),
+                                     f"link {name}")
+            if not answers or _link_attr(answers[0], rt.IFLA_IFALIAS).rstrip(b"\0") != RETIRED_ALIAS.encode():
+                return False
+            handle.request(rt.RTM_DELLINK, rt.F_ACK, rt.ifinfo(_IFINDEX.unpack_from(answers[0])[2]), f"delete {name}")
+            return True
+        except PynetError:
+            return False
+        finally:
+            handle.close()
 
     def wait_for(self, netns_path: str, name: str, mac: str = "") -> None:
         """Until no retired link holds `name` in `netns_path`, or `mac`."""
@@ -494,16 +529,20 @@ def _keys(netns_path: str, name: str, mac: str) -> tuple[str, ...]:
     return (f"{netns_path}\0{name}", f"mac {mac.lower()}") if mac else (f"{netns_path}\0{name}",)
 
 
-def _operstate(payload: bytes) -> int:
-    """IFLA_OPERSTATE of an RTM_NEWLINK answer (0, unknown, if absent)."""
-    import struct
-
-    offset = 16  # struct ifinfomsg
+def _link_attr(payload: bytes, kind: int) -> bytes:
+    """One attribute of an RTM_NEWLINK answer (b"" if absent)."""
+    offset = _IFINDEX.size  # struct ifinfomsg
     while offset + 4 <= len(payload):
-        length, kind = struct.unpack_from("=HH", payload, offset)
+        length, k = struct.unpack_from("=HH", payload, offset)
         if length < 4:
             break
-        if kind & 0x3FFF == IFLA_OPERSTATE:
-            return payload[offset + 4]
+        if k & 0x3FFF == kind:
+            return payload[offset + 4: offset + length]
         offset += (length + 3) & ~3
-    return 0
+    return b""
+
+
+def _operstate(payload: bytes) -> int:
+    """IFLA_OPERSTATE of an RTM_NEWLINK answer (0, unknown, if absent)."""
+    value = _link_attr(payload, IFLA_OPERSTATE)
+    return value[0] if value else 0

@@ -352,3 +352,25 @@ def test_detach_cuts_off_at_once_and_reattach_right_away(host, lan, daemon):
         assert ping(key, LAN_HOST)
     c.network_disconnect("lan", {"Container": "a"})
     c.sandbox_remove("a")
+
+
+def test_a_retired_link_left_by_a_crash_gives_its_name_up(host, lan, daemon):
+    """pynetd killed between a detach and the background deletion leaves a
+    link marked retired in the sandbox: the next join under that name
+    deletes it; a link of anybody else under the name is a conflict."""
+    from netstack.drivers.macvlan import RETIRED_ALIAS
+
+    c = daemon.client()
+    create(c, "lan", parent="lan0")
+    for name in ("a", "b"):
+        c.sandbox_create({"Name": name})
+    key_a, key_b = (c.sandbox_inspect(n)["Key"] for n in ("a", "b"))
+    for key in (key_a, key_b):
+        in_ns(key, ["ip", "link", "add", "eth0", "type", "veth", "peer", "x0"])
+    in_ns(key_a, ["ip", "link", "set", "eth0", "alias", RETIRED_ALIAS])
+    c.network_connect("lan", {"Container": "a"})
+    assert sb_links(key_a)["eth0"]["linkinfo"]["info_kind"] == "macvlan"
+    assert ping(key_a, LAN_HOST)
+    with pytest.raises(Conflict):
+        c.network_connect("lan", {"Container": "b"})
+    assert sb_links(key_b)["eth0"]["linkinfo"]["info_kind"] == "veth"
