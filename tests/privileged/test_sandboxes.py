@@ -26,8 +26,8 @@ HOST_LAN, EXT_LAN = "198.18.0.1", "198.18.0.2"
 SERVER = r"""
 import socket, sys
 proto, port = sys.argv[1], int(sys.argv[2])
-if proto == "tcp":
-    s = socket.create_server(("0.0.0.0", port))
+if proto in ("tcp", "tcp6"):
+    s = socket.create_server(("::", port), family=socket.AF_INET6) if proto == "tcp6" else socket.create_server(("0.0.0.0", port))
     print("ready", flush=True)
     s.settimeout(8)
     c, a = s.accept()
@@ -46,7 +46,7 @@ CLIENT = r"""
 import socket, sys
 proto, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
-    if proto == "tcp":
+    if proto in ("tcp", "tcp6"):
         c = socket.create_connection((addr, port), timeout=2)
         print(c.recv(100).decode().strip())
     else:
@@ -155,6 +155,28 @@ def test_outbound_nat_uses_host_address_and_internal_has_no_way_out(lab):
     gw = c.network_inspect("sealed")["IPAM"]["Config"][0]["Gateway"]
     subprocess.run(ns_cmd(s["Key"], ["ip", "route", "add", "default", "via", gw]), check=True)
     assert not ping(s["Key"], EXT_LAN)
+
+
+def test_dual_stack_sandboxes_talk_over_ipv6_and_resolve_aaaa(lab):
+    host, ext, d = lab
+    need_tool("dig")
+    c = d.client()
+    for name, n in (("v6a", 74), ("v6b", 75)):
+        c.network_create({"Name": name, "EnableIPv6": True, "IPAM": {"Config": [
+            {"Subnet": f"10.{n}.0.0/24"}, {"Subnet": f"fd00:{n}::/64"}]}})
+    a, b, o = make(c, "a", "v6a"), make(c, "b", "v6a"), make(c, "o", "v6b")
+    a6, b6 = (sb["Networks"]["v6a"]["GlobalIPv6Address"] for sb in (a, b))
+    assert a6.startswith("fd00:74::") and b6.startswith("fd00:74::") and a6 != b6
+    assert b["Networks"]["v6a"]["IPv6Gateway"] == "fd00:74::1"
+    routes = subprocess.run(ns_cmd(b["Key"], ["ip", "-6", "route", "show", "default"]), capture_output=True, text=True).stdout
+    assert "via fd00:74::1" in routes
+    assert subprocess.run(ns_cmd(b["Key"], ["busybox", "ping", "-6", "-c", "1", "-W", "2", a6]),
+                          capture_output=True).returncode == 0
+    assert reply(a["Key"], b["Key"], "tcp6", a6, 7100) == f"hello {b6}"
+    assert reply(a["Key"], o["Key"], "tcp6", a6, 7101).startswith("FAIL"), "no IPv6 path between networks"
+    aaaa = subprocess.run(ns_cmd(b["Key"], ["dig", "@127.0.0.11", "+short", "+tries=1", "+time=2", "-t", "AAAA", "-q", "a"]),
+                          capture_output=True, text=True).stdout.split()
+    assert aaaa == [a6]
 
 
 def test_published_ports_from_outside_localhost_and_hairpin(lab):
