@@ -226,10 +226,9 @@ def test_dockerd_networks_survive_a_pynetd_restart(host, stack, tmp_path, how):
     assert "removed" not in pynetd.log(), pynetd.log()          # start-up repaired nothing away
     [sb] = c.sandboxes()
     assert sb["Networks"][f"dk-{net_id[:12]}"]["IPAddress"] == ip1
-    # and `pynet system repair` on the live daemon agrees: nothing to repair.  (The invariant
-    # checker does not know handoff sandboxes yet: it reports their namespace "handoff" missing.)
+    # and `pynet system repair` on the live daemon agrees: nothing to repair, nothing remaining.
     rep = c.system_repair()
-    assert rep["Repairs"] == [] and [r for r in rep["Remaining"] if "namespace handoff " not in r] == [], rep
+    assert rep["Repairs"] == [] and rep["Remaining"] == [], rep
     # box1's interface survived: it reaches its gateway (the bridge in pynetd's namespace)
     out = dockerd.docker("exec", "box1", "ping", "-c", "1", "-W", "2", "10.77.0.1", check=False)
     assert "1 packets received" in out.stdout, out.stdout + out.stderr
