@@ -46,6 +46,7 @@ def chaos(kills: int, seed: int) -> dict:
         host.close()
     out = {"rounds": st.rounds, "operations": st.ops, "acknowledged": st.acked, "refused": st.refused,
            "kills": st.kills, "crash_point_kills": st.crashpoint_kills, "checks": st.checks,
+           "macvlan_networks": st.macvlan_networks,
            "violations": st.violations, "seconds": round(time.monotonic() - t0, 1)}
     if st.violations:
         with open("bench/results/chaos-violations.log", "w") as f:

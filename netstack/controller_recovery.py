@@ -91,6 +91,7 @@ def recover(ctrl: "Controller") -> list[str]:
             ctrl._commit(networks=[net])
 
     _remove_orphan_links(ctrl, note)
+    _remove_retired_sandbox_links(ctrl, note)
     _repair_endpoints(ctrl, note)
     _repair_gateways(ctrl, note)
     _sync_firewall(ctrl)
@@ -182,6 +183,22 @@ def _remove_orphan_links(ctrl: "Controller", note) -> None:
                 note(f"orphan veth {ifname} (endpoint {owner[:12]}) removed")
                 with links.host() as ipr:
                     links.delete_link(ipr, ifname)
+
+
+def _remove_retired_sandbox_links(ctrl: "Controller", note) -> None:
+    """Interfaces a driver cut off from a sandbox (alias pynet:retired:...)
+    and meant to delete in the background, left by a crash before it did."""
+    from netstack.kernel.links import alias_for
+
+    prefix = alias_for("retired", "")
+    for sb in ctrl.sandboxes.values():
+        if sb.key == HANDOFF or not _alive(sb.key):
+            continue
+        handle = ctrl._rtnl(sb)
+        for _, name, alias, _ in handle.links():
+            if alias.startswith(prefix):
+                note(f"retired interface {name} left in sandbox {sb.name} removed")
+                handle.delete_link(name)
 
 
 def _sync_firewall(ctrl: "Controller") -> None:

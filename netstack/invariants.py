@@ -202,10 +202,14 @@ def _check_kernel(st: State, host_ns: str, exec_root: str) -> list[str]:
             out.append(f"kernel: veth {veth} of endpoint {e.name} not on bridge of {n.name}")
     for ifname, link in host.items():
         alias = link.get("alias", "")
-        if alias.startswith("pynet:bridge:") and alias[len("pynet:bridge:"):] not in st.networks:
-            out.append(f"kernel: orphan bridge {ifname} ({alias})")
-        elif alias.startswith("pynet:endpoint:") and alias[len("pynet:endpoint:"):] not in st.endpoints:
+        kind, _, owner = alias[len("pynet:"):].partition(":") if alias.startswith("pynet:") else ("", "", "")
+        if kind == "endpoint" and owner not in st.endpoints:
             out.append(f"kernel: orphan veth {ifname} ({alias})")
+        elif kind == "retired":
+            out.append(f"kernel: retired link {ifname} never deleted")
+        elif kind and kind != "endpoint" and owner not in st.networks:
+            # bridge, macvlan (host access, own parent, VLAN), overlay, vxlan, ...
+            out.append(f"kernel: orphan {kind} link {ifname} ({alias})")
         elif ifname.startswith("pnv") and not alias.startswith("pynet:"):
             out.append(f"kernel: unaliased pnv link {ifname}")
         elif ifname.startswith("br-") and ifname not in owned_bridges:
@@ -231,12 +235,15 @@ def _check_sandboxes(st: State) -> list[str]:
             out.append(f"kernel: namespace {s.key} of sandbox {s.name} missing")
             continue
         eps = st.eps_of_sandbox(s.id)
+        inside = _links(s.key)
+        for ifname, link in inside.items():
+            if str(link.get("alias", "")).startswith("pynet:retired:"):
+                out.append(f"kernel: retired interface {ifname} left in sandbox {s.name}")
         if not eps:
             continue
-        inside = _links(s.key)
         for e in eps:
             n = st.networks.get(e.network_id)
-            if n is None or n.driver != "bridge":
+            if n is None or n.driver not in ("bridge", "macvlan"):
                 continue
             link = inside.get(e.ifname)
             if link is None:

@@ -281,6 +281,22 @@ class Rtnl:
                         out.append(f"{ipaddress.ip_address(value)}/{dst_len}")
         return out
 
+    def links(self) -> list[tuple[int, str, str, str]]:
+        """(index, name, alias, kind) of every link in the namespace."""
+        out = []
+        for payload in self.request(RTM_GETLINK, F_DUMP, ifinfo(), "link dump"):
+            index = _IFINFO.unpack_from(payload)[2]
+            name = alias = kind = ""
+            for key, value in _attrs(payload[_IFINFO.size:]):
+                if key == IFLA_IFNAME:
+                    name = value.rstrip(b"\0").decode()
+                elif key == IFLA_IFALIAS:
+                    alias = value.rstrip(b"\0").decode()
+                elif key == IFLA_LINKINFO:
+                    kind = next((v.rstrip(b"\0").decode() for k, v in _attrs(value) if k == IFLA_INFO_KIND), "")
+            out.append((index, name, alias, kind))
+        return out
+
     def delete_link(self, name: str) -> None:
         try:
             self.request(RTM_DELLINK, F_ACK, ifinfo() + attr(IFLA_IFNAME, name.encode() + b"\0"), f"delete {name}")

@@ -6,7 +6,8 @@ One `Chaos` drives one pynetd in one namespace host.  A round:
 1. start pynetd, either armed with a crash point (PYNET_CRASH_AT, the
    daemon kills itself there) or with a killer thread that sends SIGKILL
    after a random delay;
-2. run random operations through the API: network create/rm, sandbox
+2. run random operations through the API: network create/rm (bridge, and
+   macvlan on veth parents inside the host), sandbox
    create (with networks and published ports)/rm, connect/disconnect,
    until the daemon is gone (or, if nothing killed it, kill it);
 3. restart it and check: `netstack.invariants.check` (store vs kernel vs
@@ -34,6 +35,9 @@ from netstack.api.client import DaemonUnreachable
 from netstack.errors import Internal, PynetError
 from netstack.testing.hosts import Daemon, NetnsHost
 
+#: links in the daemon's namespace that macvlan networks take as parents
+#: (one network per parent, as the driver requires)
+PARENTS = ("chaos0", "chaos1", "chaos2")
 CRASH_POINTS = ("network-create:stored", "network-create:kernel", "network-delete:marked", "connect:joined",
                 "disconnect:forgotten")
 PREDEFINED = ("host", "none")
@@ -54,6 +58,7 @@ class Stats:
     kills: int = 0
     crashpoint_kills: int = 0
     checks: int = 0
+    macvlan_networks: int = 0    # acknowledged macvlan creates (the rest are bridge)
     violations: list[str] = field(default_factory=list)
 
 
@@ -68,6 +73,7 @@ class Chaos:
         self.log = log
         self.dns = dns
         self.networks: dict[str, bool] = {}              # name -> internal
+        self.parent_of: dict[str, str] = {}               # macvlan network -> its parent link
         self.sandboxes: dict[str, SandboxModel] = {}
         self.uncertain: set[str] = set()                  # "n:NAME" / "s:NAME"
         self.pending_create: dict[str, list[str]] = {}    # sandbox -> networks asked (in-flight create)
@@ -89,6 +95,10 @@ class Chaos:
         return self.daemon.proc is None or self.daemon.proc.poll() is not None
 
     def run(self, rounds: int, *, max_ops: int = 12, deadline: float | None = None) -> Stats:
+        for parent in PARENTS:  # a LAN for macvlan networks: veth pairs inside the test's host
+            self.host.exec(["ip", "link", "add", parent, "type", "veth", "peer", "name", f"{parent}p"])
+            self.host.exec(["ip", "link", "set", parent, "up"])
+            self.host.exec(["ip", "link", "set", f"{parent}p", "up"])
         self._crash_at = self._pick_crash_point()
         self._start(self._crash_at)
         self.check()
@@ -206,9 +216,16 @@ class Chaos:
         internal = self.rng.random() < 0.2
         k = self._counter % 250
         body = {"Name": name, "Internal": internal, "IPAM": {"Config": [{"Subnet": f"10.{200 + k // 250}.{k}.0/24"}]}}
-        ok, _ = self._call([f"n:{name}"], lambda: c.network_create(body), f"network create {name} internal={internal}")
+        free = [p for p in PARENTS if p not in self.parent_of.values()]
+        if free and self.rng.random() < 0.3:
+            self.parent_of[name] = parent = self.rng.choice(free)
+            body.update(Driver="macvlan", Options={"parent": parent})
+        ok, _ = self._call([f"n:{name}"], lambda: c.network_create(body), f"network create {name} {body.get('Driver', 'bridge')} internal={internal}")
         if ok:
             self.networks[name] = internal
+            self.stats.macvlan_networks += name in self.parent_of
+        elif f"n:{name}" not in self.uncertain:
+            self.parent_of.pop(name, None)
 
     def op_network_rm(self, c: Any) -> None:
         name = self.rng.choice(sorted(self.networks))
@@ -218,6 +235,7 @@ class Chaos:
             if busy:
                 self.stats.violations.append(f"network {name} removed while the model has endpoints on it")
             self.networks.pop(name, None)
+            self.parent_of.pop(name, None)
         elif not busy and f"n:{name}" not in self.uncertain:
             self.stats.violations.append(f"network rm {name} refused without endpoints: {err}")
 
@@ -336,6 +354,7 @@ class Chaos:
                     self.networks.setdefault(name, False)
                 else:
                     self.networks.pop(name, None)
+                    self.parent_of.pop(name, None)
             elif name in sbs:
                 self.sandboxes[name] = SandboxModel(
                     nets={n: ep["IPAddress"] for n, ep in sbs[name]["Networks"].items()}, ports=_ports(sbs[name]))

@@ -52,9 +52,9 @@ def test_chaos_short(host):
         chaos.close()
     print(f"chaos: {stats.rounds} rounds, {stats.ops} operations ({stats.acked} acknowledged,"
           f" {stats.refused} refused), {stats.kills} kills ({stats.crashpoint_kills} at crash points),"
-          f" {stats.checks} checks, {len(stats.violations)} violations")
+          f" {stats.checks} checks, {len(stats.violations)} violations, {stats.macvlan_networks} macvlan networks")
     assert stats.violations == [], "\n".join(lines[-80:])
-    assert stats.kills >= 12
+    assert stats.kills >= 12 and stats.macvlan_networks >= 1
     assert stats.acked >= stats.kills
 
 

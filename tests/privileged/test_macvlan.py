@@ -374,3 +374,24 @@ def test_a_retired_link_left_by_a_crash_gives_its_name_up(host, lan, daemon):
     with pytest.raises(Conflict):
         c.network_connect("lan", {"Container": "b"})
     assert sb_links(key_b)["eth0"]["linkinfo"]["info_kind"] == "veth"
+
+
+def test_a_retired_link_left_by_a_crash_is_removed_at_start(host, lan, daemon):
+    """The same leftover in a sandbox that never joins again: start-up
+    removes it (an orphan link is an invariant violation), and only it."""
+    from netstack import invariants
+    from netstack.drivers.macvlan import RETIRED_ALIAS
+
+    c = daemon.client()
+    create(c, "lan", parent="lan0")
+    a = sandbox(c, "a", "lan")
+    in_ns(a["Key"], ["ip", "link", "add", "old0", "type", "veth", "peer", "keep0"])
+    in_ns(a["Key"], ["ip", "link", "set", "old0", "alias", RETIRED_ALIAS])
+    assert any("retired interface old0" in v for v in invariants.check(daemon.data_root, daemon.exec_root, host.path))
+    daemon.kill9()
+    daemon.start()
+    names = set(sb_links(a["Key"]))
+    assert "old0" not in names and "keep0" not in names, "the veth pair went with its retired end"
+    assert "eth0" in names and ping(a["Key"], LAN_HOST)
+    assert "retired interface old0 left in sandbox a removed" in daemon.log()
+    assert invariants.check(daemon.data_root, daemon.exec_root, host.path) == []
