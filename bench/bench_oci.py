@@ -1,6 +1,6 @@
 """What the pynet OCI hook adds to `runc run`.
 
-    python bench/bench_oci.py [--rounds N] [--quick] [--pynet release|system|editable|floor|PATH,...]
+    python bench/bench_oci.py [--rounds N] [--quick] [--pynet curl|perl|cat|release|system|editable|floor|PATH,...]
 
 A busybox-static bundle running `true`, in a new network namespace, run by
 runc inside a namespace host where a pynetd runs; rounds alternate between
@@ -17,10 +17,14 @@ of the distribution's /usr/bin/python3 (bench/.venv-release-system), as a
 user of Debian's python3 would have it; `--pynet editable` times the
 development venv's launcher, whose editable-install site hook costs ~20-30 ms
 per exec; `--pynet floor` a Python script that only reads its stdin (what
-any Python hook costs).
+any Python hook costs); `--pynet cat` /bin/cat as both hooks (runc's own
+cost of running two hooks: the floor of any hook).  `--pynet curl` and
+`--pynet perl` are the fast forms (`pynet oci-hook --print-hooks --form
+curl|perl`): no Python process, curl or a builtins-only perl one-liner
+posts the state to pynetd's `POST /oci/hooks/{hook}`.
 Several, comma separated, are timed in the same rounds:
 
-    python bench/bench_oci.py --pynet floor,release,editable
+    python bench/bench_oci.py --pynet cat,curl,perl,floor,release
 
 The interpreter's start counts twice per run (createRuntime and poststop).
 Never run by pytest.
@@ -80,7 +84,18 @@ def installed_pynet(venv: Path, python: str) -> str:
     return str(launcher)
 
 
+FORMS = ("curl", "perl")   # hooks whose process is not Python: netstack.oci.hooks_json
+CAT = "/bin/cat"           # --pynet cat: a hook that only reads the state (runc's own cost of two hooks)
+
+
 def pick_pynet(choice: str) -> str:
+    if choice == "cat":
+        return CAT
+    if choice in FORMS:
+        program = shutil.which(choice)
+        if not program:
+            raise SystemExit(f"bench_oci: {choice} (for --pynet {choice}) is not installed")
+        return os.path.realpath(program)
     if choice in INSTALLS:
         venv, python = INSTALLS[choice]
         if not os.access(python, os.X_OK):
@@ -102,7 +117,7 @@ def pick_pynet(choice: str) -> str:
     return os.path.abspath(choice)
 
 
-def bundle(path: Path, pynet: str, hook_env: list[str] | None) -> str:
+def bundle(path: Path, pynet: str, hook_env: list[str] | None, form: str = "", socket: str = "") -> str:
     rootfs = path / "rootfs"
     for d in ("bin", "proc", "sys", "dev", "etc"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
@@ -112,7 +127,16 @@ def bundle(path: Path, pynet: str, hook_env: list[str] | None) -> str:
     spec = json.loads((path / "config.json").read_text())
     spec["process"]["terminal"] = False
     spec["process"]["args"] = ["true"]
-    if hook_env is not None:
+    if form == "cat":
+        entry = {"path": CAT, "args": ["cat"]}
+        spec["hooks"] = {"createRuntime": [entry], "poststop": [entry]}
+        spec["annotations"] = {"pynet.networks": "benchnet"}
+    elif form:
+        from netstack.oci import hooks_json
+
+        spec["hooks"] = hooks_json(socket, form, pynet)
+        spec["annotations"] = {"pynet.networks": "benchnet"}
+    elif hook_env is not None:
         entry = {"path": pynet, "args": ["pynet", "oci-hook"], "env": hook_env}
         spec["hooks"] = {"createRuntime": [entry], "poststop": [entry]}
         spec["annotations"] = {"pynet.networks": "benchnet"}
@@ -125,11 +149,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="8 rounds")
     ap.add_argument("--pynet", default="release",
-                    help="the hook, or several separated by commas, timed in the same rounds: release "
+                    help="the hook, or several separated by commas, timed in the same rounds: curl or perl "
+                         "(the fast forms of `pynet oci-hook --print-hooks`: that program posts the state to "
+                         "pynetd, no Python process), release "
                          "(a regular install, bench/.venv-release, as bench/run makes it; the default), system "
                          "(the same, in a venv of /usr/bin/python3, bench/.venv-release-system), editable "
                          "(the development venv's launcher), floor (a script of the release venv's python "
-                         "that only reads stdin: two interpreter starts) or the path of a pynet launcher")
+                         "that only reads stdin: two interpreter starts), cat (/bin/cat as both hooks: runc's "
+                         "own cost of two hooks) or the path of a pynet launcher")
     args = ap.parse_args()
     rounds = 8 if args.quick else args.rounds
     hooks = {choice: pick_pynet(choice) for choice in args.pynet.split(",") if choice}
@@ -149,7 +176,8 @@ def main() -> int:
         daemon.client().network_create({"Name": "benchnet", "IPAM": {"Config": [{"Subnet": "10.82.0.0/16"}]}})
         bundles = {plain: bundle(tmp / "plain", "", None)}
         for n, (choice, path) in enumerate(hooks.items()):
-            bundles[label[choice]] = bundle(tmp / f"hooked{n}", path, [f"PYNET_HOST={daemon.url}"])
+            bundles[label[choice]] = bundle(tmp / f"hooked{n}", path, [f"PYNET_HOST={daemon.url}"],
+                                            choice if choice in (*FORMS, "cat") else "", daemon.socket)
         cases = list(bundles.items())
         for i in range(rounds + 1):
             # alternate the order, so that neither case always follows the other

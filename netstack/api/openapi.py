@@ -1,7 +1,7 @@
 """pynet's API as an OpenAPI 3 document, served by pynetd at GET /openapi.json.
 
 It describes what pynetd accepts (the Docker Engine API's network
-endpoints, pynet's sandboxes, `/system/repair`), field by field as
+endpoints, pynet's sandboxes, `/system/repair`, `/oci/hooks/{hook}`), field by field as
 `netstack.api.wire` parses them, and what it answers.  Every path is also
 served under `/vX.Y/` (Docker's versioned prefix); the document lists the
 unversioned form.  The API fuzz test (tests/e2e/test_api_fuzz.py) walks
@@ -76,6 +76,15 @@ SCHEMAS: dict[str, Any] = {
         "Id": _STR, "Name": _STR, "Hostname": _STR, "Key": _STR, "Created": _STR, "ResolvConfPath": _STR,
         "HostsPath": _STR, "Labels": _STRMAP, "Networks": {"type": "object"}, "Ports": {"type": "object"}}},
     "CreateResponse": {"type": "object", "properties": {"Id": _STR, "Warning": _STR}},
+    "OCIState": {"type": "object", "description": (
+        "The container state an OCI runtime gives its hooks on stdin, verbatim. Annotations are read from it,"
+        " else from <bundle>/config.json: pynet.networks (none: nothing to do), pynet.name, pynet.hostname,"
+        " pynet.aliases, pynet.ip, pynet.mac, pynet.ports, pynet.resolv_conf=write"), "properties": {
+        "ociVersion": _STR, "id": _STR, "status": _STR, "pid": {**_INT, "minimum": 0},
+        "bundle": {**_STR, "description": "the bundle directory, as pynetd sees it"}, "annotations": _STRMAP}},
+    "OCIHookResult": {"type": "object", "properties": {
+        "Action": {**_STR, "enum": ["attached", "detached", "none"]},
+        "Id": {**_STR, "description": "the sandbox made (attached), else empty"}}},
     "Repair": {"type": "object", "properties": {
         "Repairs": {"type": "array", "items": _STR, "description": "what the repair changed"},
         "Remaining": {"type": "array", "items": _STR,
@@ -138,6 +147,17 @@ PATHS: dict[str, Any] = {
         "delete": _op("Remove a sandbox", {"204": {"description": "removed"}, **_errors(400, 404, 409, 500)},
                       params=[_id_param("sandbox"), {"name": "force", "in": "query", "schema": _STR}]),
     },
+    "/oci/hooks/{hook}": {"post": _op(
+        "An OCI runtime hook: createRuntime (also prestart, createContainer) attaches the container's network"
+        " namespace (by pid, removed when the process exits, else config.json's namespace path) to the networks"
+        " its annotations name; poststop removes it (already gone is success). The body is what the runtime gives"
+        " the hook on stdin (any Content-Type), so the hook can be `curl -sS --fail-with-body --unix-socket SOCK"
+        " --data-binary @- http://pynet/oci/hooks/createRuntime`",
+        {**_ok(200, _ref("OCIHookResult")), **_ok(201, _ref("OCIHookResult")),
+         **_errors(400, 403, 404, 409, 500, 503)},
+        params=[{"name": "hook", "in": "path", "required": True, "description": "the hook phase",
+                 "schema": {**_STR, "enum": ["createRuntime", "prestart", "createContainer", "poststop"]}}],
+        body="OCIState")},
 }
 
 

@@ -189,7 +189,11 @@ class Api:
         return web.json_response(await self.call(run))
 
     async def sandbox_create(self, request: web.Request) -> web.Response:
-        body = await self.body(request)
+        sb = await self._create_sandbox(await self.body(request))
+        return web.json_response({"Id": sb.id, "Warnings": []}, status=201)
+
+    async def _create_sandbox(self, body: Any) -> Any:
+        """POST /sandboxes/create's work (also the OCI createRuntime hook's)."""
         req = wire.sandbox_create(body)
         pidfd = _pidfd(req.pid) if wire.auto_remove(body, req) else None
         try:
@@ -200,7 +204,7 @@ class Api:
             raise
         if pidfd is not None:
             self._remove_on_exit(pidfd, sb.id)
-        return web.json_response({"Id": sb.id, "Warnings": []}, status=201)
+        return sb
 
     def _remove_on_exit(self, pidfd: int, sandbox_id: str) -> None:
         """AutoRemove: start removing the sandbox as soon as its process exits.
@@ -246,6 +250,50 @@ class Api:
         force = request.query.get("force", "").lower() in ("1", "true")
         await self.call(self.ctrl.delete_sandbox, request.match_info["id"], force=force)
         return web.Response(status=204)
+
+    # -------------------------------------------------------------- OCI hooks
+
+    async def oci_hook(self, request: web.Request) -> web.Response:
+        """POST /oci/hooks/{hook}: an OCI runtime's hook, its body the
+        container state exactly as the runtime gives it on stdin (so that
+        the hook itself can be curl).  `netstack.oci` reads the bundle's
+        annotations; createRuntime attaches (AutoRemove by pid), poststop
+        detaches by name ("already gone" is success)."""
+        from netstack import oci
+
+        hook = request.match_info["hook"]
+        raw = await request.read()
+        action = await self.call(lambda: oci.plan(hook, oci.decode_state(raw)))
+        if action is None:
+            return web.json_response({"Action": "none", "Id": ""})
+        if isinstance(action, oci.Detach):
+            def detach() -> None:
+                try:
+                    self.ctrl.delete_sandbox(action.name, force=True)
+                except NotFound:
+                    pass  # never attached, or removed already (AutoRemove)
+
+            await self.call(detach)
+            return web.json_response({"Action": "detached", "Id": ""})
+        sb = await self._create_sandbox(action.body)
+        if action.resolv_conf is not None:
+            target = action.resolv_conf
+
+            def write() -> None:
+                try:
+                    oci.write_resolv_conf(self.ctrl.sandbox_file(sb, "resolv.conf"), target)
+                except BaseException as exc:
+                    try:
+                        self.ctrl.delete_sandbox(sb.id, force=True)
+                    except NotFound:
+                        pass
+                    if isinstance(exc, OSError):
+                        raise InvalidParameter(
+                            f"OCI hook: cannot write {target}: {exc.strerror or exc}") from None
+                    raise
+
+            await self.call(write)
+        return web.json_response({"Action": "attached", "Id": sb.id}, status=201)
 
     # ----------------------------------------------------------------- system
 
@@ -309,6 +357,7 @@ def make_app(controller: Any) -> web.Application:
         ("DELETE", "/sandboxes/{id}", api.sandbox_delete),
         ("GET", "/openapi.json", api.openapi),
         ("POST", "/system/repair", api.system_repair),
+        ("POST", "/oci/hooks/{hook}", api.oci_hook),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

@@ -1,47 +1,30 @@
-"""``pynet oci-hook``: an OCI runtime hook that attaches a container's network
-namespace to pynet networks (createRuntime) and detaches it (poststop).
+"""``pynet oci-hook``: an OCI runtime hook (runc, crun, ...) that attaches a
+container's network namespace to pynet networks (createRuntime) and
+detaches it (poststop).
 
-The runtime (runc, crun, ...) runs the hook with the container's state on
-stdin: ``{"ociVersion", "id", "status", "pid", "bundle", "annotations"}``.
-What to do comes from the container's annotations (the state's, else the
-bundle's config.json):
+It forwards the container state the runtime gives it on stdin, unchanged,
+to pynetd's ``POST /oci/hooks/{hook}``, which does the work
+(`netstack.oci`: the annotations, the namespace, AutoRemove).  The same
+endpoint serves the fast forms of the hook, a perl one-liner or curl as the
+hook's process (``pynet oci-hook --print-hooks`` prints them for
+config.json): a Python process per hook costs an interpreter start, twice
+per container.
 
-    pynet.networks     net1,net2     networks to attach to (none: the hook does nothing)
-    pynet.name         NAME          sandbox name (default: the container id)
-    pynet.hostname     NAME          hostname for the sandbox's hosts file and DNS
-    pynet.aliases      a,b           DNS aliases on every network
-    pynet.ip           ADDR | net1=ADDR,net2=ADDR    static IPv4/IPv6 address(es)
-    pynet.mac          MAC           MAC address (first network)
-    pynet.ports        8080:80/tcp,...               published ports (-p specs)
-    pynet.resolv_conf  write         copy the sandbox's resolv.conf into
-                                     <rootfs>/etc/resolv.conf (the embedded DNS)
-    pynet.host         unix:///PATH  pynetd's socket (else $PYNET_HOST, else the default)
-
-The phase is the first argument (``createRuntime``, ``prestart``,
-``poststop`` ...) or, without one, the state's ``status`` ("creating" or
-"created" attach, "stopped" detaches).  The namespace is the process's
-(``/proc/PID/ns/net``; pynetd bind-mounts it, so poststop works once the
-process is gone) or, without a pid, the network namespace path in the
-bundle's config.json.  Detach removes the sandbox by name; a sandbox already
-gone is success.  Errors: one line on stderr, exit status 1 (the runtime
-then fails the container), never a traceback.
-
-Time: the runtime waits for both hooks (``runc run`` of ``true`` pays for
-two interpreter starts, the attach and the detach), so this path imports
-only builtins and the stdlib-only client, and the launcher (bin/pynet)
-comes straight here without the CLI's parser.  Attached by pid, the
-sandbox is created with ``AutoRemove``: pynetd starts the detach the
-moment the container's process exits, and poststop waits for it to end.
+The hook is the first argument (``createRuntime``, ``prestart``,
+``createContainer``, ``poststop``) or, without one, follows the state's
+``status`` ("creating"/"created" attach, "stopped" detaches).  pynetd's
+socket: the ``pynet.host`` annotation, else ``$PYNET_HOST``, else the
+default.  Errors: one line on stderr, exit status 1 (125 for a bad
+command line); the runtime then fails the container.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-from netstack import errors
-from netstack.api.client import Client, loads
+from netstack.api.client import API_VERSION, Client, default_host, loads
 from netstack.cli.common import CliError
+from netstack.oci import HOOKS, STATUS_HOOK
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,125 +32,26 @@ if TYPE_CHECKING:
 
     from netstack.cli.common import Context
 
-ATTACH = ("createRuntime", "prestart", "createContainer", "creating", "created")
-DETACH = ("poststop", "stopped")
-PREFIX = "pynet."
 TIMEOUT = 30.0
 
 USAGE = """
-Usage:  pynet oci-hook [PHASE]
+Usage:  pynet oci-hook [HOOK]
+        pynet oci-hook --print-hooks [--socket PATH] [--form curl|perl] [--program PATH]
 
 Attach (createRuntime) or detach (poststop) an OCI container's network
-namespace, from the container state on stdin and its pynet.* annotations.
+namespace: the container state on stdin goes to pynetd (POST
+/oci/hooks/HOOK), which reads the bundle's pynet.* annotations.
+
+--print-hooks prints the "hooks" of config.json in a fast form: a perl
+one-liner (the default, where perl is installed) or curl posts the state
+to pynetd's socket, no Python process per hook.
 
 Annotations:
   pynet.networks, pynet.name, pynet.hostname, pynet.aliases, pynet.ip,
   pynet.mac, pynet.ports, pynet.resolv_conf=write, pynet.host
 """
 
-
-def _load(text: str, what: str) -> dict[str, Any]:
-    try:
-        value = loads(text)
-    except (ValueError, SystemError):
-        import json
-
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise CliError(f"pynet oci-hook: cannot decode {what}: {exc}") from None
-    if not isinstance(value, dict):
-        raise CliError(f"pynet oci-hook: {what} is not a JSON object")
-    return value
-
-
-def _bundle_config(state: dict[str, Any]) -> dict[str, Any]:
-    bundle = state.get("bundle")
-    if not isinstance(bundle, str) or not bundle:
-        return {}
-    try:
-        with open(os.path.join(bundle, "config.json")) as f:
-            return _load(f.read(), "the bundle's config.json")
-    except OSError:
-        return {}
-
-
-def _list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def attachments(ann: dict[str, str]) -> list[dict[str, Any]]:
-    """The sandbox's Networks entries from the annotations."""
-    nets = _list(ann.get("pynet.networks", ""))
-    ips: dict[str, list[str]] = {}
-    for item in _list(ann.get("pynet.ip", "")):
-        net, sep, addr = item.partition("=")
-        if not sep:
-            net, addr = (nets[0] if nets else ""), item
-        if net not in nets:
-            raise CliError(f"pynet oci-hook: pynet.ip names network {net!r}, which is not in pynet.networks")
-        ips.setdefault(net, []).append(addr)
-    aliases = _list(ann.get("pynet.aliases", ""))
-    out = []
-    for i, net in enumerate(nets):
-        entry: dict[str, Any] = {"Network": net}
-        for addr in ips.get(net, []):
-            entry["IPv6Address" if ":" in addr else "IPv4Address"] = addr
-        if aliases:
-            entry["Aliases"] = aliases
-        if i == 0 and ann.get("pynet.mac"):
-            entry["MacAddress"] = ann["pynet.mac"]
-        out.append(entry)
-    return out
-
-
-def _netns_of(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    pid = state.get("pid")
-    if isinstance(pid, int) and pid > 0 and os.path.exists(f"/proc/{pid}/ns/net"):
-        # AutoRemove: pynetd starts the detach when the process exits, while
-        # the runtime is still tearing the container down; poststop's
-        # DELETE then only waits for it to finish.
-        return {"Pid": pid, "AutoRemove": True}
-    for ns in (config.get("linux") or {}).get("namespaces") or []:
-        if isinstance(ns, dict) and ns.get("type") == "network" and ns.get("path"):
-            return {"Key": ns["path"]}
-    raise CliError("pynet oci-hook: the state has no live pid and config.json names no network namespace path")
-
-
-def attach(client: Client, state: dict[str, Any], config: dict[str, Any], ann: dict[str, str], name: str) -> None:
-    body: dict[str, Any] = {
-        "Name": name, "Networks": attachments(ann), "Ports": _list(ann.get("pynet.ports", "")),
-        "Labels": {"oci.id": str(state.get("id", "")), "oci.bundle": str(state.get("bundle", ""))},
-        **_netns_of(state, config),
-    }
-    hostname = ann.get("pynet.hostname") or config.get("hostname")
-    if isinstance(hostname, str) and hostname:
-        body["Hostname"] = hostname
-    client.sandbox_create(body)
-    if ann.get("pynet.resolv_conf") == "write":
-        try:
-            _write_resolv_conf(client, state, config, name)
-        except BaseException:
-            client.sandbox_remove(name, force=True)
-            raise
-
-
-def _write_resolv_conf(client: Client, state: dict[str, Any], config: dict[str, Any], name: str) -> None:
-    root = (config.get("root") or {}).get("path") or "rootfs"
-    rootfs = os.path.join(str(state.get("bundle", "")), root)
-    source = client.sandbox_inspect(name)["ResolvConfPath"]
-    with open(source) as f:
-        text = f.read()
-    os.makedirs(os.path.join(rootfs, "etc"), exist_ok=True)
-    with open(os.path.join(rootfs, "etc", "resolv.conf"), "w") as f:
-        f.write(text)
-
-
-def detach(client: Client, name: str) -> None:
-    try:
-        client.sandbox_remove(name, force=True)
-    except errors.NotFound:
-        pass  # never attached, or removed already
+CURL_MIN = (7, 76)   # --fail-with-body
 
 
 class _TimedClient(Client):
@@ -178,35 +62,106 @@ class _TimedClient(Client):
         conn.sock.settimeout(TIMEOUT)
         return conn
 
+    def post_raw(self, path: str, payload: bytes) -> Any:
+        """POST `payload` as it is (the runtime's state, byte for byte)."""
+        head = (f"POST /v{API_VERSION}{path} HTTP/1.1\r\nHost: pynet\r\nUser-Agent: pynet-oci-hook\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+        return self._decode(self._send(head.encode("latin-1"), payload, "POST"))
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        value = loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CliError(f"pynet oci-hook: cannot decode the container state on stdin: {exc}") from None
+    if not isinstance(value, dict):
+        raise CliError("pynet oci-hook: the container state on stdin is not a JSON object")
+    return value
+
+
+def _host(state: dict[str, Any], default: str) -> str:
+    """The pynet.host annotation (the state's, else config.json's), else `default`."""
+    ann = state.get("annotations")
+    if not ann and isinstance(state.get("bundle"), str):
+        try:
+            with open(state["bundle"].rstrip("/") + "/config.json", "rb") as f:
+                ann = loads(f.read().decode("utf-8")).get("annotations")
+        except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+            ann = None
+    host = ann.get("pynet.host") if isinstance(ann, dict) else None
+    return host if isinstance(host, str) and host else default
+
 
 def run(ctx: Context, args: list[str]) -> int:
     if args and args[0] in ("-h", "--help", "help"):
         ctx.out(USAGE)
         return 0
+    if args and args[0] == "--print-hooks":
+        return print_hooks(ctx, args[1:])
     if len(args) > 1:
         raise CliError("pynet oci-hook: at most one argument (the hook phase)", 125)
-    state = _load(sys.stdin.read(), "the container state on stdin")
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    raw = stdin.read()
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    state = _decode(raw)
     phase = args[0] if args else str(state.get("status", ""))
-    if phase not in ATTACH + DETACH:
+    hook = phase if phase in HOOKS else STATUS_HOOK.get(phase)
+    if hook is None:
         raise CliError(f"pynet oci-hook: unknown phase {phase!r} (use createRuntime or poststop)", 125)
-    config = _bundle_config(state)
-    ann = state.get("annotations") or config.get("annotations") or {}
-    if not isinstance(ann, dict):
-        raise CliError("pynet oci-hook: annotations must be an object")
-    ann = {k: str(v) for k, v in ann.items() if k.startswith(PREFIX)}
-    if not _list(ann.get("pynet.networks", "")):
-        return 0
-    name = ann.get("pynet.name") or str(state.get("id") or "")
-    if not name:
-        raise CliError("pynet oci-hook: the container state has no id")
-    client = _TimedClient(ann.get("pynet.host") or ctx.host)
+    client = _TimedClient(_host(state, ctx.host))
     try:
-        if phase in ATTACH:
-            attach(client, state, config, ann, name)
-        else:
-            detach(client, name)
+        client.post_raw(f"/oci/hooks/{hook}", raw)
     finally:
         client.close()
+    return 0
+
+
+def print_hooks(ctx: Context, args: list[str]) -> int:
+    """The fast form's "hooks" for config.json, as a JSON object."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    from netstack.oci import hooks_json
+
+    # perl by default: its start is ~3 ms against curl's ~12 (bench/bench_oci.py); curl where there is no perl
+    opts = {"--socket": "", "--form": "perl" if shutil.which("perl") else "curl", "--program": ""}
+    rest = list(args)
+    while rest:
+        flag, eq, value = rest.pop(0).partition("=")
+        if flag not in opts:
+            raise CliError(f"pynet oci-hook: unknown flag {flag!r} (--print-hooks [--socket PATH] "
+                           "[--form curl|perl] [--program PATH])", 125)
+        if not eq:
+            if not rest:
+                raise CliError(f"pynet oci-hook: {flag} needs a value", 125)
+            value = rest.pop(0)
+        opts[flag] = value
+    form = opts["--form"]
+    if form not in ("curl", "perl"):
+        raise CliError(f"pynet oci-hook: --form is curl or perl, not {form!r}", 125)
+    socket = opts["--socket"] or ctx.host or default_host()
+    if socket.startswith("unix://"):
+        socket = socket[len("unix://"):]
+    elif "://" in socket:
+        raise CliError(f"pynet oci-hook: the hook reaches pynetd over a UNIX socket, not {socket}", 125)
+    socket = os.path.abspath(socket)
+    program = opts["--program"] or shutil.which(form) or ""
+    if not program or not os.access(program, os.X_OK):
+        raise CliError(f"pynet oci-hook: {form} is not installed (the hook runs it)")
+    program = os.path.realpath(program)   # /usr/bin/curl rather than /bin/curl (usrmerge)
+    if form == "curl":
+        try:
+            out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=10).stdout
+            version = tuple(int(x) for x in out.split()[1].split(".")[:2])
+        except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+            raise CliError(f"pynet oci-hook: cannot tell {program}'s version") from None
+        if version < CURL_MIN:
+            raise CliError(f"pynet oci-hook: {program} is curl {'.'.join(map(str, version))}; the hook needs"
+                           " 7.76 or newer (--fail-with-body): use --form perl, or `pynet oci-hook` as the hook")
+    ctx.out(json.dumps({"hooks": hooks_json(socket, form, program)}, indent=2) + "\n")
     return 0
 
 
