@@ -388,6 +388,10 @@ class Controller:
             raise InvalidParameter(f"{req.key} is not a network namespace")
         if req.pid and not os.path.exists(f"/proc/{req.pid}/ns/net"):
             raise NotFound(f"no process with pid {req.pid}")
+        given = req.key if req.key and req.key != HANDOFF else (f"/proc/{req.pid}/ns/net" if req.pid else "")
+        if given and netns.is_own_netns(given):  # its eth0 and default route would be the host's
+            raise InvalidParameter(f"{req.key or f'process {req.pid}'} is in pynetd's own network namespace:"
+                                   " use the host network instead")
         nets = [(self._find(self.networks, a.network, "network"), a) for a in req.networks]
         wanted = [portspec.parse(p) for p in req.ports]
         taken = [b for s in self.sandboxes.values() for b in s.ports]

@@ -135,6 +135,15 @@ def is_netns(path: str) -> bool:
         return False
 
 
+def is_own_netns(path: str) -> bool:
+    """True when `path` is the network namespace this process runs in."""
+    try:
+        here, there = os.stat("/proc/self/ns/net"), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def _nsfs(path: str) -> bool:
     NSFS_MAGIC = 0x6E736673
     buf = (ctypes.c_long * 16)()

@@ -305,6 +305,11 @@ def test_bad_input_leaves_nothing_half_made(lab):
         (lambda: c.network_connect("host", {"Container": "a"}), Forbidden, "host network"),
         (lambda: c.sandbox_create({"Name": "b", "Networks": ["none", "v"]}), Forbidden, "none network"),
         (lambda: c.sandbox_create({"Name": "b", "Pid": 999999}), NotFound, "999999"),
+        # pynetd's own namespace (here the test's host): its eth0 and default route would be the host's
+        (lambda: c.sandbox_create({"Name": "b", "Pid": d.proc.pid, "Networks": ["v"]}), InvalidParameter,
+         "own network namespace"),
+        (lambda: c.sandbox_create({"Name": "b", "Key": host.path, "Networks": ["v"]}), InvalidParameter,
+         "own network namespace"),
     ]
     for call, kind, text in cases:
         with pytest.raises(kind) as err:
