@@ -1,6 +1,6 @@
 """Overlay benchmarks on the netns lab (3 hosts, etcd, a pynetd each).
 
-    python bench/bench_overlay.py [--quick] [--out bench/results/overlay.json]
+    python bench/bench_overlay.py [--quick] [--only reach|attach|throughput] [--out FILE]
 
 1. time to reachable: a sandbox is created on h1 (with a known address);
    the clock runs from the API call until h2's *and* h3's VXLAN devices
@@ -212,15 +212,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="10 samples, 3 pairs of 2 s iperf runs")
     p.add_argument("--out", default="")
+    p.add_argument("--only", choices=("reach", "attach", "throughput"), action="append", default=[],
+                   help="run only these parts (repeatable)")
     args = p.parse_args()
+    parts = set(args.only or ("reach", "attach", "throughput"))
     n = 10 if args.quick else 50
     lab = NetnsLab.up(3, ttl=4)
     try:
-        results = {
-            "time_to_reachable": time_to_reachable(lab, n),
-            "attach_latency": attach_latency(lab, 10 if args.quick else 30),
-            "throughput": throughput(lab, 2 if args.quick else 5, 3 if args.quick else 5),
-        }
+        results = {}
+        if "reach" in parts:
+            results["time_to_reachable"] = time_to_reachable(lab, n)
+        if "attach" in parts:
+            results["attach_latency"] = attach_latency(lab, 10 if args.quick else 30)
+        if "throughput" in parts:
+            results["throughput"] = throughput(lab, 2 if args.quick else 5, 3 if args.quick else 5)
     finally:
         problems = lab.down()
         if problems or lab.leftovers():

@@ -22,7 +22,8 @@ Keys (all under /pynet/):
                                overlap check and the claim are one step
     ipam/<cidr>/<address>      {"host": vtep} | {"aux": true}
     ipam/<cidr>/~next          the round-robin cursor
-    endpoints/<net id>/<ep id> {"name", "names", "ipv4", "ipv6", "mac", "vtep"}  leased
+    endpoints/<net id>/<ep id> {"name", "names", "ipv4", "ipv6", "mac", "vtep"}  leased;
+                               written in the same txn as its address claims
 
 Why the split between leased and durable keys: a host that dies loses its
 endpoint records (and so its peers' FDB entries and DNS names) when its
@@ -43,7 +44,8 @@ import secrets
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from concurrent import futures
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from netstack.errors import Conflict, Forbidden, InvalidParameter, PynetError, Unavailable
 from netstack.etcd import (
@@ -184,52 +186,93 @@ class ClusterIpam:
             log.warning("pool %s not released in the cluster store (%s); the next sync does it", net, exc)
             self.on_lost_write()
 
+    def check_address(self, pool_id: str, preferred: IPAddress) -> None:
+        """InvalidParameter unless `preferred` can be assigned in the pool
+        (no I/O: callers check before starting anything)."""
+        net, _ = _parse_pool_id(pool_id)
+        if preferred not in net:
+            raise InvalidParameter(f"address {preferred} is not in subnet {net}")
+        first, last = _hosts_of(net, None)
+        if not first <= int(preferred) <= last:
+            raise InvalidParameter(f"address {preferred} cannot be assigned in subnet {net}")
+
     def request_address(self, pool_id: str, preferred: IPAddress | None = None, *,
                         gateway: bool = False) -> IPAddress:
-        net, sub = _parse_pool_id(pool_id)
-        prefix = _pool_key(net)
+        return self.claim([(pool_id, preferred)], gateway=gateway)[0]
+
+    def claim(self, requests: Sequence[tuple[str, IPAddress | None]],
+              with_ops: Callable[[list[IPAddress]], list[dict[str, Any]]] | None = None, *,
+              gateway: bool = False) -> list[IPAddress]:
+        """One address from each (pool id, preferred address or None) in one
+        transaction, together with `with_ops(addresses)` (an endpoint's
+        record: the claim and the publish are one write).
+
+        A preferred address is claimed if its key is absent (else
+        Conflict); any other comes from this host's view of the pool and
+        the txn also compares the pool's cursor.  A lost race (another
+        host allocated in the pool since our view) fails the whole txn:
+        nothing of it is written, its failure branch reads the pools back,
+        and the next try works from that.  No I/O touches the caller's
+        objects: this may run on a worker thread while the caller waits."""
         value = json.dumps({"host": self.owner, **({"gateway": True} if gateway else {})})
-        if preferred is not None:
-            if preferred not in net:
-                raise InvalidParameter(f"address {preferred} is not in subnet {net}")
-            first, last = _hosts_of(net, None)
-            if not first <= int(preferred) <= last:
-                raise InvalidParameter(f"address {preferred} cannot be assigned in subnet {net}")
-            ok, _ = self.etcd.txn([cmp_absent(prefix + str(preferred))], [op_put(prefix + str(preferred), value)])
-            if not ok:
-                raise Conflict(f"address {preferred} is already in use in the cluster")
-            if prefix in self._view:
-                self._view[prefix][0].add(int(preferred))
-            return preferred
-        first, last = _hosts_of(net, sub)
-        view = self._view.get(prefix)
-        fresh = view is None
-        if view is None:
-            kvs, _rev = self.etcd.get_prefix(prefix)
-            view = self._read_view(prefix, kvs)
+        plans = []
+        for pool_id, preferred in requests:
+            net, sub = _parse_pool_id(pool_id)
+            if preferred is not None:
+                self.check_address(pool_id, preferred)
+            plans.append((_pool_key(net), preferred, *_hosts_of(net, sub), sub or net))
+        fresh: set[str] = set()
+        for prefix, preferred, *_ in plans:
+            if preferred is None and prefix not in self._view:
+                kvs, _rev = self.etcd.get_prefix(prefix)
+                self._read_view(prefix, kvs)
+                fresh.add(prefix)
         for _ in range(MAX_RETRIES):
-            taken, cursor, cursor_rev = view
-            start = first if gateway else (first - 1 if cursor is None else cursor) + 1
-            candidate = _next_free(first, last, start, taken)
-            if candidate is None:
-                if not fresh:          # our view may miss releases by other hosts
-                    kvs, _rev = self.etcd.get_prefix(prefix)
-                    view, fresh = self._read_view(prefix, kvs), True
-                    continue
-                raise Unavailable(f"no available addresses in subnet {sub or net}")
-            addr = ipaddress.ip_address(candidate)
-            compare = [cmp_absent(prefix + str(addr))]
-            ops = [op_put(prefix + str(addr), value)]
-            if not gateway:
-                compare.append(cmp_mod(prefix + CURSOR, cursor_rev) if cursor_rev else cmp_absent(prefix + CURSOR))
-                ops.append(op_put(prefix + CURSOR, str(addr)))
-            ok, responses, rev = self.etcd.txn_rev(compare, ops, [op_range(prefix, prefix=True)])
-            if ok:
-                taken.add(candidate)
-                self._view[prefix] = (taken, cursor, cursor_rev) if gateway else (taken, candidate, rev)
-                return addr
-            view, fresh = self._read_view(prefix, range_kvs(responses[0]) if responses else []), True
-        raise Unavailable(f"subnet {net}: too much contention for addresses, gave up after retries")
+            compare: list[dict[str, Any]] = []
+            ops: list[dict[str, Any]] = []
+            chosen: list[IPAddress] = []
+            for prefix, preferred, first, last, rng in plans:
+                if preferred is None:
+                    taken, cursor, cursor_rev = self._view[prefix]
+                    start = first if gateway else (first - 1 if cursor is None else cursor) + 1
+                    candidate = _next_free(first, last, start, taken)
+                    if candidate is None:
+                        if prefix not in fresh:        # our view may miss releases by other hosts
+                            kvs, _rev = self.etcd.get_prefix(prefix)
+                            self._read_view(prefix, kvs)
+                            fresh.add(prefix)
+                            break
+                        raise Unavailable(f"no available addresses in subnet {rng}")
+                    addr: IPAddress = ipaddress.ip_address(candidate)
+                    if not gateway:
+                        compare.append(cmp_mod(prefix + CURSOR, cursor_rev) if cursor_rev
+                                       else cmp_absent(prefix + CURSOR))
+                        ops.append(op_put(prefix + CURSOR, str(addr)))
+                else:
+                    addr = preferred
+                compare.append(cmp_absent(prefix + str(addr)))
+                ops.append(op_put(prefix + str(addr), value))
+                chosen.append(addr)
+            else:
+                if with_ops is not None:
+                    ops += with_ops(chosen)
+                ok, responses, rev = self.etcd.txn_rev(compare, ops, [op_range(p[0], prefix=True) for p in plans])
+                if ok:
+                    for (prefix, preferred, *_), addr in zip(plans, chosen):
+                        view = self._view.get(prefix)
+                        if view is None:
+                            continue
+                        view[0].add(int(addr))
+                        if preferred is None and not gateway:
+                            self._view[prefix] = (view[0], int(addr), rev)
+                    return chosen
+                for i, (prefix, preferred, *_) in enumerate(plans):
+                    taken = self._read_view(prefix, range_kvs(responses[i]) if i < len(responses) else [])[0]
+                    fresh.add(prefix)
+                    if preferred is not None and int(preferred) in taken:
+                        raise Conflict(f"address {preferred} is already in use in the cluster")
+        nets = ", ".join(str(p[4]) for p in plans)
+        raise Unavailable(f"subnet {nets}: too much contention for addresses, gave up after retries")
 
     def release_address(self, pool_id: str, address: IPAddress) -> None:
         net, _ = _parse_pool_id(pool_id)
@@ -301,6 +344,8 @@ class ClusterStore:
         self.lease = 0
         self.dirty = threading.Event()   # a write was lost while etcd was away
         self.ipam = ClusterIpam(etcd, vtep, on_lost_write=self.dirty.set)
+        self._worker: futures.ThreadPoolExecutor | None = None
+        self._worker_lock = threading.Lock()
 
     # -- host lease ----------------------------------------------------------
 
@@ -390,24 +435,71 @@ class ClusterStore:
     # -- endpoints -----------------------------------------------------------
 
     def endpoint_value(self, ep: "Endpoint", names: list[str]) -> str:
-        return json.dumps({
-            "name": ep.name, "names": names, "mac": ep.mac, "vtep": self.vtep,
-            "ipv4": ep.ipv4.split("/")[0] if ep.ipv4 else "", "ipv6": ep.ipv6.split("/")[0] if ep.ipv6 else "",
-        }, sort_keys=True)
+        return self._endpoint_json(ep.name, names, ep.mac, ep.ipv4.split("/")[0] if ep.ipv4 else "",
+                                   ep.ipv6.split("/")[0] if ep.ipv6 else "")
 
-    def publish_endpoint(self, net: "Network", sb: "Sandbox", ep: "Endpoint", names: list[str]) -> None:
-        """Make a local endpoint known to every host (peer entry + names)."""
+    def _endpoint_json(self, name: str, names: list[str], mac: str, ipv4: str, ipv6: str) -> str:
+        return json.dumps({"name": name, "names": names, "mac": mac, "vtep": self.vtep, "ipv4": ipv4, "ipv6": ipv6},
+                          sort_keys=True)
+
+    def attach_endpoint(self, net_id: str, ep_id: str, name: str, names: list[str], mac: str,
+                        requests: Sequence[tuple[str, IPAddress | None]]) -> list[IPAddress]:
+        """Claim the endpoint's addresses (one per (pool id, preferred or
+        None)) and publish its record (leased: peer entry + names for every
+        host) in ONE transaction; returns the addresses, in request order.
+        A lost race is retried by ClusterIpam.claim with nothing written."""
+        lease = self.lease
+        if not lease:
+            raise Unavailable(f"cluster store {self.etcd.describe()} is unreachable (this host is not registered yet)")
+        key = K_ENDPOINTS + f"{net_id}/{ep_id}"
+
+        def publish(addrs: list[IPAddress]) -> list[dict[str, Any]]:
+            v4 = next((str(a) for a in addrs if a.version == 4), "")
+            v6 = next((str(a) for a in addrs if a.version == 6), "")
+            return [op_put(key, self._endpoint_json(name, names, mac, v4, v6), lease)]
+
+        return self.ipam.claim(requests, publish)
+
+    def begin_attach(self, net_id: str, ep_id: str, name: str, names: list[str], mac: str,
+                     requests: Sequence[tuple[str, IPAddress | None]]) -> "futures.Future[list[IPAddress]]":
+        """attach_endpoint on this store's worker thread, so that the caller
+        does its kernel work meanwhile; the caller waits on the future
+        before it uses the addresses, and touches nothing of the cluster
+        store (this IPAM's view) until then.  What can be checked without
+        I/O is checked here, before anything is sent."""
         if not self.lease:
             raise Unavailable(f"cluster store {self.etcd.describe()} is unreachable (this host is not registered yet)")
-        ep.driver_state["dns_names"] = list(names)
-        self.etcd.put(K_ENDPOINTS + f"{net.id}/{ep.id}", self.endpoint_value(ep, names), lease=self.lease)
+        for pool_id, preferred in requests:
+            if preferred is not None:
+                self.ipam.check_address(pool_id, preferred)
+        with self._worker_lock:
+            if self._worker is None:
+                # One long-lived thread: its keep-alive etcd connection stays open.
+                self._worker = futures.ThreadPoolExecutor(1, thread_name_prefix="cluster-attach")
+            return self._worker.submit(self.attach_endpoint, net_id, ep_id, name, list(names), mac, list(requests))
 
-    def withdraw_endpoint(self, net: "Network", ep: "Endpoint") -> None:
+    def detach_endpoint(self, net_id: str, ep_id: str, addresses: Sequence[tuple[str, IPAddress]]) -> None:
+        """Withdraw the endpoint's record and release its addresses, in one
+        transaction.  Never raises Unavailable: with etcd away the agent's
+        next full sync (on reconnect) does it."""
+        ops = [op_delete(K_ENDPOINTS + f"{net_id}/{ep_id}")]
+        for pool_id, addr in addresses:
+            net, _ = _parse_pool_id(pool_id)
+            view = self.ipam._view.get(_pool_key(net))
+            if view is not None:
+                view[0].discard(int(addr))
+            ops.append(op_delete(_pool_key(net) + str(addr)))
         try:
-            self.etcd.delete(K_ENDPOINTS + f"{net.id}/{ep.id}")
+            self.etcd.txn([], ops)
         except Unavailable as exc:
-            log.warning("endpoint %s not withdrawn from the cluster store (%s); the next sync does it", ep.id[:12], exc)
+            log.warning("endpoint %s not withdrawn from the cluster store (%s); the next sync does it", ep_id[:12], exc)
             self.dirty.set()
+
+    def close(self) -> None:
+        with self._worker_lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=True)
 
 
 def new_node_id() -> str:
@@ -496,6 +588,7 @@ class ClusterAgent:
         self._abort()
         for t in self._threads:
             t.join(timeout=5)
+        self.store.close()
 
     # -- sessions --------------------------------------------------------------
 
@@ -561,12 +654,14 @@ class ClusterAgent:
         eps = [RemoteEndpoint.parse(k) for k in kvs if k.key.startswith(K_ENDPOINTS)]
         claims = [k for k in kvs if k.key.startswith(K_IPAM) and not k.key.endswith(CURSOR)]
         with self.ctrl.lock:
-            for net in nets.values():
-                if net.id not in self.ctrl.networks:
-                    self._adopt(net)
+            # Drop first: a network made since in place of a dropped one may
+            # reuse its VNI (or name), which the old one still holds here.
             for net in list(self.ctrl.networks.values()):
                 if net.scope == "global" and net.state == "ready" and net.id not in nets:
                     self._drop(net)
+            for net in nets.values():
+                if net.id not in self.ctrl.networks:
+                    self._adopt(net)
             self._republish(eps, claims, nets)
             self.remote = {}
             for rep in eps:
@@ -630,7 +725,13 @@ class ClusterAgent:
         if net is None or net.state != "ready" or net.driver != "overlay":
             return
         remote = self.remote.get(net_id, {})
-        self.driver.set_peers(net, [Peer(r.id, r.mac, r.vtep, r.ipv4, r.ipv6) for r in remote.values()])
+        if dns_reset or (added is None and removed is None):
+            self.driver.set_peers(net, [Peer(r.id, r.mac, r.vtep, r.ipv4, r.ipv6) for r in remote.values()])
+        else:  # one watch event: only its entries (every host pays this for every attach anywhere)
+            if removed is not None:
+                self.driver.remove_peer(net, removed.id)
+            if added is not None:
+                self.driver.add_peer(net, Peer(added.id, added.mac, added.vtep, added.ipv4, added.ipv6))
         records = getattr(self.ctrl.dns, "records", None)
         if records is None:
             return

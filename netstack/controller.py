@@ -530,12 +530,19 @@ class Controller:
             aliases=list(config.aliases), gw_priority=config.gw_priority, state="creating",
             ifname=config.ifname or self._next_ifname(current),
         )
+        cluster = self.cluster if net.scope == GLOBAL and self.cluster is not None else None
         with contextlib.ExitStack() as undo:
-            self._allocate_addresses(net, ep, config, undo)
+            if cluster is None:
+                self._allocate_addresses(net, ep, config, undo)
             state = dict(driver.create_endpoint(net, ep))
             undo.callback(driver.delete_endpoint, net, ep)
             ep.mac = str(state.pop("mac", ep.mac))
             ep.driver_state = state
+            # Global: the address claim and the endpoint's record are one
+            # etcd txn, sent now from the cluster's worker thread; the
+            # kernel work below overlaps it and waits for it only where the
+            # addresses are needed.
+            claim = self._begin_cluster_attach(net, sb, ep, config, undo) if cluster is not None else None
             self._commit(endpoints=[ep])
             undo.callback(self._forget_endpoint, ep)
             if net.driver != "null":
@@ -543,6 +550,9 @@ class Controller:
                 undo.callback(driver.leave, net, ep, sb.key)
                 crashpoint("connect:joined")
                 ep.driver_state.update(host_ifname=join.host_ifname, gateway4=join.gateway4, gateway6=join.gateway6)
+            if claim is not None:
+                self._overlap_cluster_attach(net, sb, ep, claim, undo)
+            if net.driver != "null":
                 if sb.key != HANDOFF:  # an engine configures the interface it moves
                     self._configure_interface(sb, ep, join)
             elif sb.key != HANDOFF:
@@ -552,10 +562,6 @@ class Controller:
             if sb.key != HANDOFF:  # nothing inside: no resolver listener, no routes
                 self._add_dns(net, sb, ep)
                 undo.callback(self._remove_dns, net, sb, ep)
-            if net.scope == GLOBAL and self.cluster is not None:
-                self.cluster.publish_endpoint(net, sb, ep, self._dns_names(sb, ep))  # type: ignore[attr-defined]
-                undo.callback(self.cluster.withdraw_endpoint, net, ep)  # type: ignore[attr-defined]
-                self._attach_gwbridge(net, sb, undo)
             if sb.key != HANDOFF:
                 self._update_gateway(sb)
             ep.state = "ready"
@@ -563,6 +569,59 @@ class Controller:
             self._write_files(sb)
             undo.pop_all()
         return ep
+
+    # -------------------------------------------------- global scope (cluster)
+
+    def _begin_cluster_attach(self, net: Network, sb: Sandbox, ep: Endpoint, config: EndpointConfig,
+                              undo: contextlib.ExitStack) -> tuple[object, list[IpamConfig]]:
+        """Send the endpoint's one etcd write (address claims + its record
+        with MAC and DNS names, leased) from the cluster's worker thread.
+        Its undo waits for the txn and, if it was written, withdraws the
+        record and releases the addresses (again one txn)."""
+        pools = self._address_pools(net, config)
+        names = self._dns_names(sb, ep)
+        ep.driver_state["dns_names"] = list(names)
+        future = self.cluster.begin_attach(  # type: ignore[attr-defined]
+            net.id, ep.id, ep.name, names, ep.mac, [(c.pool_id, pref) for c, pref in pools])
+        configs = [c for c, _ in pools]
+        undo.callback(self._undo_cluster_attach, net, ep, future, configs)
+        return future, configs
+
+    def _undo_cluster_attach(self, net: Network, ep: Endpoint, future: object, configs: list[IpamConfig]) -> None:
+        try:
+            addrs = future.result()  # type: ignore[attr-defined]
+        except Unavailable:
+            # Maybe written, the answer lost: the agent's full sync clears
+            # this host's records and claims that no endpoint holds.
+            self.cluster.dirty.set()  # type: ignore[attr-defined]
+            return
+        except Exception:
+            return  # refused (address taken, pool full): nothing was written
+        self.cluster.detach_endpoint(  # type: ignore[attr-defined]
+            net.id, ep.id, [(c.pool_id, a) for c, a in zip(configs, addrs)])
+
+    def _overlap_cluster_attach(self, net: Network, sb: Sandbox, ep: Endpoint,
+                                claim: tuple[object, list[IpamConfig]], undo: contextlib.ExitStack) -> None:
+        """Local work that needs no cluster address, done while the txn is
+        in flight, then the wait for it (its failure unwinds all of it)."""
+        self.endpoints[ep.id] = ep  # the gateway bridge endpoint takes the next interface name
+        undo.callback(self.endpoints.pop, ep.id, None)
+        self._attach_gwbridge(net, sb, undo)
+        self._rtnl(sb)  # opened now if this is the sandbox's first interface
+        if sb.key != HANDOFF and self.dns is not None and not any(
+                e.id != ep.id and self.dns.serves(self.networks[e.network_id].driver)  # type: ignore[attr-defined]
+                for e in self.endpoints_of_sandbox(sb.id)):
+            # The sandbox's resolver listener, opened now: registered with
+            # no names yet (nothing to resolve until the addresses are
+            # known; _add_dns replaces the record below).
+            self.dns.add_endpoint(net, sb, ep, [], self.endpoints_of_sandbox(sb.id))  # type: ignore[attr-defined]
+            undo.callback(self._remove_dns, net, sb, ep)
+        future, configs = claim
+        for c, addr in zip(configs, future.result()):  # type: ignore[attr-defined]
+            if addr.version == 4:
+                ep.ipv4 = _cidr(str(addr), c.subnet)
+            else:
+                ep.ipv6 = _cidr(str(addr), c.subnet)
 
     def _attach_gwbridge(self, net: Network, sb: Sandbox, undo: contextlib.ExitStack) -> None:
         """Egress for a sandbox on a (non-internal) global network: a second
@@ -633,7 +692,11 @@ class Controller:
             n += 1
         return f"eth{n}"
 
-    def _allocate_addresses(self, net: Network, ep: Endpoint, config: EndpointConfig, undo: contextlib.ExitStack) -> None:
+    def _address_pools(self, net: Network, config: EndpointConfig
+                       ) -> list[tuple[IpamConfig, ipaddress.IPv4Address | ipaddress.IPv6Address | None]]:
+        """Per family the network has: the pool to allocate from and the
+        wanted address (None: any)."""
+        out = []
         for family, configs, wanted in ((4, net.ipv4, config.ipv4), (6, net.ipv6, config.ipv6)):
             if wanted and not configs:
                 raise InvalidParameter(f"network {net.name} has no IPv{family} subnet for address {wanted}")
@@ -649,9 +712,14 @@ class Controller:
                         f" ({', '.join(c.subnet for c in configs)})"
                     )
                 pool = matching[0]
+            out.append((pool, pref))
+        return out
+
+    def _allocate_addresses(self, net: Network, ep: Endpoint, config: EndpointConfig, undo: contextlib.ExitStack) -> None:
+        for pool, pref in self._address_pools(net, config):
             addr = self._ipam_for(net).request_address(pool.pool_id, pref)
             undo.callback(self._ipam_for(net).release_address, pool.pool_id, addr)
-            if family == 4:
+            if addr.version == 4:
                 ep.ipv4 = _cidr(str(addr), pool.subnet)
             else:
                 ep.ipv6 = _cidr(str(addr), pool.subnet)
@@ -714,15 +782,18 @@ class Controller:
         ep.state = "deleting"
         self._commit(endpoints=[ep])
         driver = self._driver(net.driver)
+        cluster = self.cluster if net.scope == GLOBAL and self.cluster is not None else None
         errors = self._collect(
             lambda: self._unpublish(sb, ep),
             lambda: self._remove_dns(net, sb, ep) if sb.key != HANDOFF else None,
             lambda: driver.leave(net, ep, sb.key),
             lambda: driver.delete_endpoint(net, ep),
-            lambda: self.cluster.withdraw_endpoint(net, ep)  # type: ignore[attr-defined]
-            if net.scope == GLOBAL and self.cluster is not None else None,
         )
-        self._release_addresses(net, ep)
+        if cluster is not None:  # record withdrawn and addresses released in one txn
+            errors += self._collect(lambda: cluster.detach_endpoint(  # type: ignore[attr-defined]
+                net.id, ep.id, [(c.pool_id, a) for c, a in endpoint_pools(net, ep)]))
+        else:
+            self._release_addresses(net, ep)
         self._forget_endpoint(ep)
         crashpoint("disconnect:forgotten")
         if net.scope == GLOBAL and sb.state != "deleting":

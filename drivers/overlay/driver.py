@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from typing import Callable, Mapping
 
 from netstack.driverapi import GLOBAL, Capability, JoinResult
 from netstack.drivers.bridge import random_mac
+from netstack.drivers.overlay import neigh
 from netstack.drivers.overlay import peers as peerplan
 from netstack.drivers.overlay.options import VXLAN_OVERHEAD, VXLAN_PORT, parse_options
 from netstack.drivers.overlay.peers import Peer
@@ -86,6 +87,53 @@ class OverlayDriver:
 
     def peers(self, network_id: str) -> list[Peer]:
         return list(self._peers.get(network_id, {}).values())
+
+    def add_peer(self, network: Network, peer: Peer) -> None:
+        """One remote endpoint appeared (a watch event): its FDB and
+        neighbour entries, two raw netlink requests, no dumps.  Every host
+        runs this for every attach anywhere, so it must be cheap; drift is
+        the reconcile loop's (set_peers)."""
+        if peer.vtep == self.local_vtep:
+            return
+        before = self._peers.get(network.id, {}).get(peer.endpoint_id)
+        if before == peer:
+            return
+        if before is not None:  # re-published elsewhere (moved, readdressed): the old entries go first
+            self.remove_peer(network, peer.endpoint_id)
+        self._peers.setdefault(network.id, {})[peer.endpoint_id] = peer
+        self._incremental(network, lambda vx: (
+            neigh.fdb_append(self._rtnl, vx, peer.mac, peer.vtep),
+            [neigh.replace(self._rtnl, vx, ip, peer.mac) for ip, _ in sorted(peer.neighbours())]))
+
+    def remove_peer(self, network: Network, endpoint_id: str) -> None:
+        """One remote endpoint went: its entries, unless another peer
+        still needs them (an address already reused: its MAC takes over)."""
+        gone = self._peers.get(network.id, {}).pop(endpoint_id, None)
+        if gone is None:
+            return
+        rest = self.peers(network.id)
+
+        def undo(vx: int) -> None:
+            if not any(p.mac.lower() == gone.mac.lower() and p.vtep == gone.vtep for p in rest):
+                neigh.fdb_delete(self._rtnl, vx, gone.mac, gone.vtep)
+            for ip, _ in sorted(gone.neighbours()):
+                heir = next((p for p in rest if ip in (p.ipv4, p.ipv6)), None)
+                if heir is not None:
+                    neigh.replace(self._rtnl, vx, ip, heir.mac)
+                else:
+                    neigh.delete(self._rtnl, vx, ip)
+
+        self._incremental(network, undo)
+
+    def _incremental(self, network: Network, change: Callable[[int], object]) -> None:
+        vx = self._rtnl.link_index(vxlan_name(network.id))
+        if vx is None:
+            return  # not made yet (or gone): create_network / reconcile programs the whole table
+        try:
+            change(vx)
+        except Exception as exc:
+            log.warning("network %s: peer update failed (%s); programming the whole table", network.name, exc)
+            self._apply(network)
 
     def _apply(self, network: Network) -> peerplan.Plan:
         vx = vxlan_name(network.id)
@@ -168,11 +216,12 @@ class OverlayDriver:
             raise NotFound(f"bridge {bridge_name(network.id)} of network {network.name} does not exist")
         fd = os.open(sandbox_key, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            self._rtnl.create_veth(veth, ifname, peer_netns_fd=fd, peer_mac=endpoint.mac, mtu=mtu,
-                                   master=master, alias=links.alias_for("endpoint", endpoint.id))
+            peer_index = self._rtnl.create_veth(veth, ifname, peer_netns_fd=fd, peer_mac=endpoint.mac, mtu=mtu,
+                                                master=master, alias=links.alias_for("endpoint", endpoint.id))
         finally:
             os.close(fd)
-        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, mtu=mtu)
+        # The echoed index spares the controller a lookup in the sandbox.
+        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, mtu=mtu, sandbox_ifindex=peer_index)
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
         # Cut off now, deleted in the background (the peer goes with it).

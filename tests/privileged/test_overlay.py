@@ -106,6 +106,57 @@ def test_bad_input_leaves_nothing_half_made(lab):
         scenarios.pynet(h1, "network", "rm", "ov-bad", check=False)
 
 
+ETCD_KEYS = """
+import json, sys
+sys.path.insert(0, %r)
+from netstack.etcd import EtcdClient
+kvs, _ = EtcdClient([("10.199.0.2", 2379)]).get_prefix(sys.argv[1])
+print(json.dumps({k.key: k.value for k in kvs}))
+"""
+
+
+def etcd_keys(h, prefix: str) -> dict[str, str]:
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return json.loads(scenarios.run(h.argv([sys.executable, "-c", ETCD_KEYS % root, prefix])).stdout)
+
+
+def test_a_failed_attach_undoes_its_claim_record_and_links(lab):
+    """The claim + record txn is in flight while the sandbox's interfaces
+    are made; here the gateway bridge's interface (eth1) clashes with one
+    made by hand, after the overlay's veth: the attach fails and leaves no
+    address claim, no endpoint record, no link; the next attach works."""
+    h1, h2 = lab.hosts[0], lab.hosts[1]
+
+    def links(h):
+        return sorted(l["ifname"] for l in json.loads(scenarios.run(h.argv(["ip", "-j", "link"])).stdout))
+
+    scenarios.create_network(lab, "ov-undo", "10.210.6.0/24")
+    boxes = [(h2, "u0"), (h2, "u1")]
+    try:
+        net_id = json.loads(scenarios.pynet(h1, "network", "inspect", "ov-undo").stdout)[0]["Id"]
+        scenarios.pynet(h2, "sandbox", "create", "--name", "u0", "--network", "ov-undo")   # gateway bridge made
+        scenarios.pynet(h2, "sandbox", "create", "--name", "u1")
+        r = scenarios.in_sandbox(h2, "u1", ["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "x1"])
+        assert r.returncode == 0, r.stderr
+        claims, records = etcd_keys(h2, "/pynet/ipam/10.210.6.0_24/"), etcd_keys(h2, f"/pynet/endpoints/{net_id}/")
+        before = links(h2)
+        r = scenarios.pynet(h2, "network", "connect", "ov-undo", "u1", check=False)
+        assert r.returncode != 0 and "eth1" in r.stderr, r.stderr
+        scenarios.wait_until("the failed attach's links are gone", lambda: links(h2) == before, 5)
+        after = etcd_keys(h2, "/pynet/ipam/10.210.6.0_24/")
+        assert {k: v for k, v in after.items() if not k.endswith("~next")} == \
+            {k: v for k, v in claims.items() if not k.endswith("~next")}
+        assert etcd_keys(h2, f"/pynet/endpoints/{net_id}/") == records
+        scenarios.in_sandbox(h2, "u1", ["ip", "link", "del", "eth1"])
+        scenarios.pynet(h2, "network", "connect", "ov-undo", "u1")
+        assert len(etcd_keys(h2, f"/pynet/endpoints/{net_id}/")) == len(records) + 1
+        scenarios.wait_until("u0 pings u1", lambda: scenarios.ping(h2, "u0", "u1"), 5)
+    finally:
+        scenarios.remove(lab, "ov-undo", boxes)
+
+
 def test_overlay_without_cluster_store_is_refused(host, daemon):
     with pytest.raises(Unavailable, match="--cluster-store"):
         daemon.client().network_create({"Name": "ov", "Driver": "overlay"})

@@ -39,8 +39,8 @@ class FakeEtcd:
         with self.lock:
             return [v for k, v in sorted(self.kv.items()) if k.startswith(prefix)], self.rev
 
-    def _put(self, key, value, lease=0):
-        self.rev += 1
+    def _put(self, key, value, lease=0, *, bump=True):
+        self.rev += bump
         old = self.kv.get(key)
         self.kv[key] = etcd.KeyValue(key, value, old.create_revision if old else self.rev, self.rev, lease)
 
@@ -53,11 +53,11 @@ class FakeEtcd:
         with self.lock:
             return self._delete(key, prefix)
 
-    def _delete(self, key, prefix):
+    def _delete(self, key, prefix, *, bump=True):
         gone = [k for k in self.kv if (k.startswith(key) if prefix else k == key)]
         for k in gone:
             del self.kv[k]
-        self.rev += 1
+        self.rev += bump
         return len(gone)
 
     def txn(self, compare, success, failure=None):
@@ -69,14 +69,17 @@ class FakeEtcd:
             self.txns += 1
             ok = all(self._holds(c) for c in compare)
             responses = []
-            for op in success if ok else (failure or []):
+            ops = success if ok else (failure or [])
+            if any("request_range" not in op for op in ops):
+                self.rev += 1               # as etcd: every write of one txn has the same revision
+            for op in ops:
                 if "request_put" in op:
                     r = op["request_put"]
-                    self._put(etcd.unb64(r["key"]), etcd.unb64(r["value"]), int(r.get("lease", 0)))
+                    self._put(etcd.unb64(r["key"]), etcd.unb64(r["value"]), int(r.get("lease", 0)), bump=False)
                     responses.append({"response_put": {}})
                 elif "request_delete_range" in op:
                     r = op["request_delete_range"]
-                    self._delete(etcd.unb64(r["key"]), "range_end" in r)
+                    self._delete(etcd.unb64(r["key"]), "range_end" in r, bump=False)
                     responses.append({"response_delete_range": {}})
                 elif "request_range" in op:
                     r = op["request_range"]
@@ -342,3 +345,179 @@ def test_advertising_an_address_another_live_node_holds_is_refused():
     ClusterStore(fake, "10.199.0.11", node_id="n1", underlay_mtu=1500).register()   # the same node again: fine
     with pytest.raises(Conflict, match="already advertised"):
         ClusterStore(fake, "10.199.0.11", node_id="n2", underlay_mtu=1500).register()
+
+
+# ------------------------------------- endpoint attach: claim + publish in one txn
+
+def registered(fake, vtep: str) -> ClusterStore:
+    store = ClusterStore(fake, vtep, node_id="n-" + vtep, underlay_mtu=1500)
+    store.register()
+    return store
+
+
+def counting(fake) -> list[str]:
+    calls: list[str] = []
+    for name in ("get", "get_prefix", "put", "delete", "txn_rev"):
+        real = getattr(fake, name)
+        setattr(fake, name, lambda *a, _real=real, _name=name, **kw: (calls.append(_name), _real(*a, **kw))[1])
+    return calls
+
+
+def endpoint_record(fake, net_id: str, ep_id: str) -> dict | None:
+    kv = fake.kv.get(f"/pynet/endpoints/{net_id}/{ep_id}")
+    return json.loads(kv.value) if kv else None
+
+
+def claims(fake, cidr: str) -> dict[str, str]:
+    prefix = "/pynet/ipam/" + cidr.replace("/", "_") + "/"
+    return {k[len(prefix):]: json.loads(v.value).get("host", "") for k, v in fake.kv.items()
+            if k.startswith(prefix) and not k.endswith("~next")}
+
+
+def test_attach_claims_and_publishes_in_one_transaction():
+    fake = FakeEtcd()
+    store = registered(fake, "10.199.0.11")
+    v4 = store.ipam.request_pool(pool_req("10.7.0.0/24")).pool_id
+    v6 = store.ipam.request_pool(pool_req("fd00:7::/64", v6=True)).pool_id
+    store.ipam.request_address(v4)                           # the pool's view is read once, here
+    store.ipam.request_address(v6)
+    calls = counting(fake)
+    got = store.attach_endpoint("net1", "ep1", "web", ["web", "www"], "02:42:0a:07:00:09", [(v4, None), (v6, None)])
+    assert calls == ["txn_rev"]                              # one write: both claims and the record
+    assert [str(a) for a in got] == ["10.7.0.2", "fd00:7::2"]
+    assert endpoint_record(fake, "net1", "ep1") == {
+        "name": "web", "names": ["web", "www"], "mac": "02:42:0a:07:00:09", "vtep": "10.199.0.11",
+        "ipv4": "10.7.0.2", "ipv6": "fd00:7::2"}
+    assert fake.kv["/pynet/endpoints/net1/ep1"].lease == store.lease     # a dead host's record expires
+    assert fake.kv["/pynet/ipam/10.7.0.0_24/10.7.0.2"].lease == 0        # its claim does not
+    assert claims(fake, "10.7.0.0/24") == {"10.7.0.1": "10.199.0.11", "10.7.0.2": "10.199.0.11"}
+
+
+def test_attach_lost_race_is_retried_with_nothing_half_made():
+    fake = FakeEtcd()
+    h1, h2 = registered(fake, "10.199.0.11"), registered(fake, "10.199.0.12")
+    pid = h1.ipam.request_pool(pool_req("10.7.0.0/24")).pool_id
+    h1.attach_endpoint("n", "a1", "a1", ["a1"], "02:00:00:00:00:01", [(pid, None)])
+    h2.attach_endpoint("n", "b1", "b1", ["b1"], "02:00:00:00:00:02", [(pid, None)])   # h1's view is stale now
+    calls = counting(fake)
+    rev = fake.rev
+    [addr] = h1.attach_endpoint("n", "a2", "a2", ["a2"], "02:00:00:00:00:03", [(pid, None)])
+    assert calls == ["txn_rev", "txn_rev"]                   # lost (cursor moved), retried from the read-back
+    assert fake.rev == rev + 1                               # the lost try wrote nothing
+    assert str(addr) == "10.7.0.3"
+    rec = fake.kv["/pynet/endpoints/n/a2"]
+    assert rec.create_revision == rec.mod_revision == fake.rev and json.loads(rec.value)["ipv4"] == "10.7.0.3"
+    assert claims(fake, "10.7.0.0/24") == {"10.7.0.1": "10.199.0.11", "10.7.0.2": "10.199.0.12",
+                                           "10.7.0.3": "10.199.0.11"}
+
+
+def test_attach_of_a_taken_address_is_refused_and_writes_nothing():
+    fake = FakeEtcd()
+    h1, h2 = registered(fake, "10.199.0.11"), registered(fake, "10.199.0.12")
+    pid = h1.ipam.request_pool(pool_req("10.7.0.0/24")).pool_id
+    h1.attach_endpoint("n", "a1", "a1", ["a1"], "02:00:00:00:00:01", [(pid, ipaddress.ip_address("10.7.0.9"))])
+    before = dict(fake.kv)
+    with pytest.raises(Conflict, match="10.7.0.9"):
+        h2.attach_endpoint("n", "b1", "b1", ["b1"], "02:00:00:00:00:02", [(pid, ipaddress.ip_address("10.7.0.9"))])
+    assert fake.kv == before
+    with pytest.raises(InvalidParameter, match="10.8.0.1"):  # checked before anything is sent
+        h2.begin_attach("n", "b1", "b1", ["b1"], "02:00:00:00:00:02", [(pid, ipaddress.ip_address("10.8.0.1"))])
+    assert fake.kv == before
+
+
+def test_attach_in_a_full_pool_writes_nothing_and_an_unregistered_host_is_refused():
+    fake = FakeEtcd()
+    h1 = registered(fake, "10.199.0.11")
+    pid = h1.ipam.request_pool(pool_req("10.6.0.0/30")).pool_id       # .1 .2
+    h1.attach_endpoint("n", "a1", "a1", ["a1"], "m1", [(pid, None)])
+    h1.attach_endpoint("n", "a2", "a2", ["a2"], "m2", [(pid, None)])
+    before = dict(fake.kv)
+    with pytest.raises(Unavailable, match="no available"):
+        h1.attach_endpoint("n", "a3", "a3", ["a3"], "m3", [(pid, None)])
+    assert fake.kv == before
+    fresh = ClusterStore(fake, "10.199.0.13", node_id="n3", underlay_mtu=1500)   # no lease yet
+    with pytest.raises(Unavailable, match="not registered"):
+        fresh.begin_attach("n", "c1", "c1", ["c1"], "m4", [(pid, None)])
+
+
+def test_concurrent_attaches_from_many_hosts_are_unique_and_consistent():
+    fake = FakeEtcd()
+    hosts = [registered(fake, f"10.199.0.{11 + i}") for i in range(3)]
+    pid = hosts[0].ipam.request_pool(pool_req("10.8.0.0/24")).pool_id
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def attach(i, store):
+        for j in range(25):
+            [a] = store.begin_attach("n", f"e{i}-{j}", "x", ["x"], "m", [(pid, None)]).result()
+            with lock:
+                got.append(str(a))
+
+    threads = [threading.Thread(target=attach, args=(i, h)) for i, h in enumerate(hosts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 75 and len(set(got)) == 75
+    records = {json.loads(v.value)["ipv4"]: json.loads(v.value)["vtep"]
+               for k, v in fake.kv.items() if k.startswith("/pynet/endpoints/n/")}
+    assert records == claims(fake, "10.8.0.0/24")            # every claim has its record, from the same host
+    for h in hosts:
+        h.close()
+
+
+def test_detach_withdraws_and_releases_in_one_transaction_or_leaves_it_to_the_sync():
+    fake = FakeEtcd()
+    store = registered(fake, "10.199.0.11")
+    pid = store.ipam.request_pool(pool_req("10.7.0.0/24")).pool_id
+    [a] = store.attach_endpoint("n", "a1", "a1", ["a1"], "m", [(pid, None)])
+    calls = counting(fake)
+    store.detach_endpoint("n", "a1", [(pid, a)])
+    assert calls == ["txn_rev"]
+    assert endpoint_record(fake, "n", "a1") is None and claims(fake, "10.7.0.0/24") == {}
+
+    def down(*a, **kw):
+        raise Unavailable("cluster store etcd://fake is unreachable")
+
+    [b] = store.attach_endpoint("n", "a2", "a2", ["a2"], "m", [(pid, None)])
+    fake.txn_rev = down
+    store.detach_endpoint("n", "a2", [(pid, b)])              # no exception: a disconnect succeeds locally
+    assert store.dirty.is_set()                              # and the agent's full sync withdraws it
+
+
+def test_controller_undo_of_an_attach_waits_for_the_txn_and_removes_what_it_wrote():
+    """The controller's side (Controller._undo_cluster_attach), over the
+    same fake: a later step failed while the txn was in flight."""
+    from types import SimpleNamespace
+
+    from netstack.controller import Controller
+
+    fake = FakeEtcd()
+    store = registered(fake, "10.199.0.11")
+    pid = store.ipam.request_pool(pool_req("10.7.0.0/24")).pool_id
+    cfg = IpamConfig(subnet="10.7.0.0/24", pool_id=pid)
+    net, ep = SimpleNamespace(id="n"), SimpleNamespace(id="a1")
+    ctrl = SimpleNamespace(cluster=store)
+    gate = threading.Event()
+    real = fake.txn_rev
+    fake.txn_rev = lambda *a, **kw: (gate.wait(5), real(*a, **kw))[1]     # etcd slow to answer
+    future = store.begin_attach("n", "a1", "a1", ["a1"], "m", [(pid, None)])
+    threading.Timer(0.05, gate.set).start()
+    Controller._undo_cluster_attach(ctrl, net, ep, future, [cfg])        # type: ignore[arg-type]
+    assert future.done() and endpoint_record(fake, "n", "a1") is None and claims(fake, "10.7.0.0/24") == {}
+
+    before = dict(fake.kv)
+    refused = store.begin_attach("n", "a2", "a2", ["a2"], "m", [(pid, ipaddress.ip_address("10.7.0.1"))])
+    refused.result()
+    taken = store.begin_attach("n", "a3", "a3", ["a3"], "m", [(pid, ipaddress.ip_address("10.7.0.1"))])
+    Controller._undo_cluster_attach(ctrl, net, SimpleNamespace(id="a3"), taken, [cfg])   # Conflict: nothing to undo
+    assert set(fake.kv) == set(before) | {"/pynet/endpoints/n/a2", "/pynet/ipam/10.7.0.0_24/10.7.0.1"}
+
+    def down(*a, **kw):
+        raise Unavailable("cluster store etcd://fake is unreachable")
+
+    fake.txn_rev = down
+    lost = store.begin_attach("n", "a4", "a4", ["a4"], "m", [(pid, ipaddress.ip_address("10.7.0.5"))])
+    Controller._undo_cluster_attach(ctrl, net, SimpleNamespace(id="a4"), lost, [cfg])
+    assert store.dirty.is_set()                              # maybe written: the full sync clears it
+    store.close()
