@@ -148,7 +148,7 @@ class BridgeDriver:
     def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
         mtu = int(network.driver_state.get("mtu", DEFAULT_MTU))  # type: ignore[arg-type]
         veth = host_ifname(endpoint.id)
-        self._reaper.flush()  # a dying peer may still hold this ifname in the sandbox
+        self._reaper.flush(sandbox_key)  # a dying peer may still hold this ifname in the sandbox
         bridge = str(network.driver_state["bridge"])
         master = self._rtnl.link_index(bridge)
         if master is None:
@@ -170,7 +170,7 @@ class BridgeDriver:
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
         # Cut off now, deleted in the background (the peer in the sandbox
         # goes with the host end).
-        self._reaper.retire(host_ifname(endpoint.id))
+        self._reaper.retire(host_ifname(endpoint.id), group=sandbox_key)
 
     def settle(self) -> None:
         """Wait until every retired link is really gone."""

@@ -343,27 +343,45 @@ class LinkReaper:
 
         self._now = Rtnl()        # the caller's thread: cut-offs
         self._bg = Rtnl()         # the reaper thread: deletions
-        self._queue: "queue.Queue[str]" = queue.Queue()
+        self._queue: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self._pending: dict[str, int] = {}   # group (a sandbox) -> links of it not yet deleted
+        self._done = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="pynet-link-reaper", daemon=True)
         self._thread.start()
 
-    def retire(self, name: str) -> None:
+    def retire(self, name: str, group: str = "") -> None:
+        """Cut `name` off now and delete it later; `group` (the sandbox the
+        peer lives in) lets `flush` wait for just that sandbox's links."""
         index = self._now.link_index(name)
         if index is None:
             return
         self._now.request(RTM_NEWLINK, F_ACK, ifinfo(index, 0, IFF_UP) + attr(IFLA_MASTER, struct.pack("=I", 0)),
                           f"retire {name}")
-        self._queue.put(name)
+        with self._done:
+            self._pending[group] = self._pending.get(group, 0) + 1
+        self._queue.put((name, group))
 
-    def flush(self) -> None:
-        self._queue.join()
+    def flush(self, group: str | None = None) -> None:
+        """Wait until every retired link (of `group` only, if given) is gone."""
+        if group is None:
+            self._queue.join()
+            return
+        with self._done:
+            self._done.wait_for(lambda: not self._pending.get(group))
 
     def _run(self) -> None:
         while True:
-            name = self._queue.get()
+            name, group = self._queue.get()
             try:
                 self._bg.delete_link(name)
             except Exception:  # gone already, or the namespace went: recovery handles leftovers
                 pass
             finally:
+                with self._done:
+                    left = self._pending.get(group, 1) - 1
+                    if left:
+                        self._pending[group] = left
+                    else:
+                        self._pending.pop(group, None)
+                    self._done.notify_all()
                 self._queue.task_done()
