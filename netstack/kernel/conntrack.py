@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -34,15 +33,13 @@ NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_GET_STATS = 1, 2, 5
 CTA_STATS_GLOBAL_ENTRIES = 1
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-F_REQUEST, F_ACK, F_DUMP = 0x1, 0x4, 0x300
+F_ACK, F_DUMP = 0x4, 0x300
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_ZONE = 1, 2, 18
 CTA_TUPLE_IP, CTA_TUPLE_PROTO, CTA_TUPLE_ZONE = 1, 2, 3
 CTA_IP_V4_SRC, CTA_IP_V4_DST = 1, 2
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
 NLA_F_NESTED = 0x8000
 
-_HDR = struct.Struct("=LHHLL")
 _NFGEN = struct.Struct("=BBH")  # family, version, res_id (big endian, 0)
 
 
@@ -114,31 +111,12 @@ class Conntrack:
         self.close()
 
     def _request(self, msg: int, flags: int, body: bytes) -> list[bytes]:
+        from netstack.kernel.rtnl import exchange
+
         self._seq += 1
-        seq = self._seq
-        kind = (NFNL_SUBSYS_CTNETLINK << 8) | msg
-        payload = _NFGEN.pack(socket.AF_INET, 0, 0) + body
-        self.sock.send(_HDR.pack(_HDR.size + len(payload), kind, F_REQUEST | flags, seq, 0) + payload)
-        out: list[bytes] = []
-        while True:
-            data = self.sock.recv(1 << 16)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
-                body_in = data[offset + _HDR.size: offset + length]
-                offset += (length + 3) & ~3
-                if mseq != seq:
-                    continue
-                if mtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", body_in)[0]
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    return out
-                if mtype == NLMSG_DONE:
-                    return out
-                out.append(body_in[_NFGEN.size:])
-                if not flags & (F_ACK | F_DUMP):
-                    return out  # a plain GET: one answer, no ack
+        answers = exchange(self.sock, (NFNL_SUBSYS_CTNETLINK << 8) | msg, flags, self._seq,
+                           _NFGEN.pack(socket.AF_INET, 0, 0) + body)
+        return [a[_NFGEN.size:] for a in answers]
 
     def count(self) -> int:
         """How many entries this namespace's table holds (one cheap request;

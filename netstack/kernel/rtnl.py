@@ -177,28 +177,10 @@ class Rtnl:
         """Send one request; return the payloads of the answers (for a GET),
         raising the error kind that matches the kernel's errno."""
         self._seq += 1
-        seq = self._seq
-        self.sock.send(_HDR.pack(_HDR.size + len(body), kind, F_REQUEST | flags, seq, 0) + body)
-        out: list[bytes] = []
-        while True:
-            data = self.sock.recv(65536)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
-                payload = data[offset + _HDR.size: offset + length]
-                offset += (length + 3) & ~3
-                if mseq != seq:
-                    continue
-                if mtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code:
-                        raise _error(code, what)
-                    return out
-                if mtype == NLMSG_DONE:
-                    return out
-                out.append(payload)
-                if not flags & (F_ACK | F_DUMP):
-                    return out
+        try:
+            return exchange(self.sock, kind, flags, self._seq, body)
+        except OSError as exc:
+            raise _error(exc.errno, what) from None
 
     def link_index(self, name: str) -> int | None:
         try:
@@ -302,6 +284,34 @@ class Rtnl:
             self.request(RTM_DELLINK, F_ACK, ifinfo() + attr(IFLA_IFNAME, name.encode() + b"\0"), f"delete {name}")
         except NotFound:
             pass
+
+
+def exchange(sock: socket.socket, kind: int, flags: int, seq: int, body: bytes) -> list[bytes]:
+    """One netlink request on `sock` (any netlink family): the payloads of
+    the answers; the kernel's error as an OSError.  A plain GET has one
+    answer and no ack; a dump ends with NLMSG_DONE; an ack with an error
+    message of code 0."""
+    sock.send(_HDR.pack(_HDR.size + len(body), kind, F_REQUEST | flags, seq, 0) + body)
+    out: list[bytes] = []
+    while True:
+        data = sock.recv(65536)
+        offset = 0
+        while offset + _HDR.size <= len(data):
+            length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
+            payload = data[offset + _HDR.size: offset + length]
+            offset += (length + 3) & ~3
+            if mseq != seq:
+                continue
+            if mtype == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", payload)[0]
+                if code:
+                    raise OSError(code, os.strerror(code))
+                return out
+            if mtype == NLMSG_DONE:
+                return out
+            out.append(payload)
+            if not flags & (F_ACK | F_DUMP):
+                return out
 
 
 def _attrs(data: bytes) -> list[tuple[int, bytes]]:
