@@ -413,8 +413,11 @@ class Controller:
                 _bind_netns(f"/proc/{req.pid}/ns/net", sb.key)
                 undo.callback(netns.delete, sb.key)
             elif not req.key:
-                netns.create(sb.key)
+                # the sandbox's netlink handle is made in the same visit
+                sock = netns.create(sb.key, inside=Rtnl.new_socket)
                 undo.callback(netns.delete, sb.key)
+                self._adopt_rtnl(sb, Rtnl.kept(sock))
+                undo.callback(self._close_rtnl, sb)
             self._write_files(sb)
             self.sandboxes[sb.id] = sb
             for net, a in nets:
@@ -731,8 +734,12 @@ class Controller:
 
         handle = self._sandbox_rtnl.get(sb.id)
         if handle is None:
-            handle = self._sandbox_rtnl[sb.id] = Rtnl.in_netns(sb.key)
-            handle.link_up(1)  # loopback
+            handle = self._adopt_rtnl(sb, Rtnl.in_netns(sb.key))
+        return handle
+
+    def _adopt_rtnl(self, sb: Sandbox, handle: "Rtnl") -> "Rtnl":
+        self._sandbox_rtnl[sb.id] = handle
+        handle.link_up(1)  # loopback
         return handle
 
     def _close_rtnl(self, sb: Sandbox) -> None:

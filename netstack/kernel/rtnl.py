@@ -164,11 +164,21 @@ class Rtnl:
     def in_netns(cls, path: str) -> "Rtnl":
         """A handle kept for a sandbox's lifetime: its fd goes above
         FD_SETSIZE (see kernel/fds.py)."""
-        from netstack.kernel.fds import move_high
         from netstack.kernel.netns import run_in_netns
 
-        return cls(move_high(run_in_netns(path, lambda: socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE))))
+        return cls.kept(run_in_netns(path, cls.new_socket))
+
+    @staticmethod
+    def new_socket() -> socket.socket:
+        """A netlink socket of the calling thread's namespace (call it
+        inside the namespace wanted; wrap it with `kept`)."""
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+
+    @classmethod
+    def kept(cls, sock: socket.socket) -> "Rtnl":
+        from netstack.kernel.fds import move_high
+
+        return cls(move_high(sock))
 
     def close(self) -> None:
         self.sock.close()
