@@ -210,7 +210,7 @@ class OverlayDriver:
     def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
         mtu = int(network.driver_state.get("mtu") or self.mtu(network))  # type: ignore[call-overload]
         veth = host_ifname(endpoint.id)
-        self._reaper.flush()  # a dying peer may still hold this ifname in the sandbox
+        self._reaper.flush(sandbox_key)  # a dying peer may still hold this ifname in the sandbox
         master = self._rtnl.link_index(bridge_name(network.id))
         if master is None:
             raise NotFound(f"bridge {bridge_name(network.id)} of network {network.name} does not exist")
@@ -225,7 +225,7 @@ class OverlayDriver:
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
         # Cut off now, deleted in the background (the peer goes with it).
-        self._reaper.retire(host_ifname(endpoint.id))
+        self._reaper.retire(host_ifname(endpoint.id), group=sandbox_key)
 
     def settle(self) -> None:
         """Wait until every retired link is really gone."""
