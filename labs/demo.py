@@ -10,6 +10,7 @@ another machine on the host's LAN.  The machine's own network is untouched.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def main() -> int:
         daemon.close()
         host.close()
         external.close()
+        shutil.rmtree(web_dir, ignore_errors=True)
     print(f"\n{demo.ok} checks passed, {demo.failed} failed")
     return 1 if demo.failed else 0
 
