@@ -256,10 +256,17 @@ class DnsServer:
 
     def stats(self) -> dict[str, float]:
         """Counters (queries, cache hits, misses, forwarded, errors, …) and
-        the serving thread's CPU time in seconds."""
-        out: dict[str, float] = dict(self.counters)
-        out["sandboxes"] = len(self._sandboxes)
-        out["inflight"] = self._inflight
+        the serving thread's CPU time in seconds.  Read by the serving
+        thread itself, between two batches: a batch adds its counts only
+        after its last answer is sent, which a client may already hold."""
+        out: dict[str, float] = {}
+
+        def snapshot() -> None:
+            out.update(self.counters)
+            out["sandboxes"] = len(self._sandboxes)
+            out["inflight"] = self._inflight
+
+        self._call(snapshot)
         thread = self._thread
         if thread is not None and thread.ident is not None:
             try:
