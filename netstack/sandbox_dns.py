@@ -2,8 +2,9 @@
 and each sandbox on a network with DNS gets a listener at 127.0.0.11.
 
 The listener's sockets are made inside the sandbox's namespace on
-kernel-chosen ports; a DNAT rule there sends 127.0.0.11:53 to them, so a
-process in the container can still bind 0.0.0.0:53 itself (Docker's trick).
+kernel-chosen ports; rules there send 127.0.0.11:53 to them, so a process
+in the container can still bind 0.0.0.0:53 itself (Docker's trick, though
+Docker's rule is a DNAT and pynet's a stateless rewrite).
 A listener opened again for the same sandbox (after a restart of pynetd, or
 once the sandbox rejoins a network) must not leave clients behind on the
 old ports through NAT state the kernel keeps: see `NftRedirect`.
@@ -39,18 +40,18 @@ class Listener(Protocol):
 
 
 class NftRedirect:
-    """Kernel-chosen ports and a DNAT from 127.0.0.11:53, by libnftables
-    in-process (~1 ms a sandbox), all in one visit to the namespace.
+    """Kernel-chosen ports, and 127.0.0.11:53 rewritten to them statelessly
+    (queries' destination port, answers' source port: `nft.dns_redirect_batch`)
+    by libnftables in-process (~1 ms a sandbox), all in one visit to the
+    namespace.  No NAT, so no connection tracking in the sandbox: no
+    per-packet cost on its other traffic, and no NAT state that could keep
+    a client on the ports of an earlier listener.
 
     A re-opened listener (pynetd restarted; the sandbox left its last
-    network and joined one again) takes the ports the namespace's rule
-    already names when they are free: NAT is decided on a connection's first
-    packet and kept in its conntrack entry, so entries made under the rule
-    keep their clients on those ports -- a client on a fixed source port,
-    or one whose random port comes round again, would otherwise be sent to a
-    closed port for as long as it keeps asking.  When the ports must change,
-    the rule is rewritten and then the entries made under the old one are
-    deleted (`forget_stale_entries`)."""
+    network and joined one again) takes the ports the namespace's rules
+    already name when they are free.  When they must change, the rules are
+    rewritten, and conntrack entries an earlier DNAT redirect (older pynet,
+    or the iptables fallback) left are deleted (`forget_stale_entries`)."""
 
     def open(self, sandbox_key: str) -> Opened:
         from netstack.kernel import nft

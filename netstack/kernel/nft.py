@@ -67,29 +67,42 @@ def run(commands: str) -> str:
 
 
 def dns_redirect_batch(udp_port: int, tcp_port: int) -> str:
-    """Inside a sandbox: 127.0.0.11:53 -> the resolver's real ports.  The
-    chain is flushed first, so a restarted daemon's new ports win."""
+    """Inside a sandbox: 127.0.0.11:53 <-> the resolver's real ports,
+    rewritten statelessly in both directions.
+
+    Stateless, not a DNAT: a nat hook would turn connection tracking on for
+    every packet of the sandbox (a per-packet cost on all its traffic) and
+    keep each query's NAT decision in a conntrack entry, which a listener
+    re-opened on new ports would not match.  Queries are rewritten before
+    conntrack (priority -350), answers after it (350), so a container that
+    tracks connections itself sees one consistent flow.  The table is made
+    anew, so a restarted daemon's new ports (or an older DNAT chain) go."""
     return (
         "add table ip pynet-dns\n"
-        "add chain ip pynet-dns output { type nat hook output priority -100 ; policy accept ; }\n"
-        "flush chain ip pynet-dns output\n"
-        f"add rule ip pynet-dns output ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{udp_port}\n"
-        f"add rule ip pynet-dns output ip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:{tcp_port}\n"
+        "delete table ip pynet-dns\n"
+        "add table ip pynet-dns\n"
+        "add chain ip pynet-dns query { type filter hook output priority -350 ; policy accept ; }\n"
+        "add chain ip pynet-dns answer { type filter hook output priority 350 ; policy accept ; }\n"
+        f"add rule ip pynet-dns query ip daddr 127.0.0.11 udp dport 53 udp dport set {udp_port}\n"
+        f"add rule ip pynet-dns query ip daddr 127.0.0.11 tcp dport 53 tcp dport set {tcp_port}\n"
+        f"add rule ip pynet-dns answer ip saddr 127.0.0.11 udp sport {udp_port} udp sport set 53\n"
+        f"add rule ip pynet-dns answer ip saddr 127.0.0.11 tcp sport {tcp_port} tcp sport set 53\n"
     )
 
 
-_DNAT_TO = re.compile(r"\b(udp|tcp) dport 53 dnat (?:ip )?to 127\.0\.0\.11:(\d+)")
+_QUERY_TO = re.compile(r"\b(udp|tcp) dport 53 (?:udp|tcp) dport set (\d+)")
 
 
 def dns_redirect_ports() -> tuple[int, int] | None:
     """The (udp, tcp) ports the calling thread's namespace redirects
     127.0.0.11:53 to now, or None when it has no such redirect (a new
-    sandbox).  Lets a re-opened listener take the same ports again."""
+    sandbox, or one an older pynet redirected with a DNAT).  Lets a
+    re-opened listener take the same ports again."""
     try:
-        text = run("list chain ip pynet-dns output")
+        text = run("list chain ip pynet-dns query")
     except Internal:
         return None  # no table or chain
-    found = {proto: int(port) for proto, port in _DNAT_TO.findall(text)}
+    found = {proto: int(port) for proto, port in _QUERY_TO.findall(text)}
     if "udp" not in found or "tcp" not in found:
         return None
     return found["udp"], found["tcp"]

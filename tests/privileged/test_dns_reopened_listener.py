@@ -45,10 +45,10 @@ def dig_from(key: str, port: int, name: str) -> list[str]:
 
 
 def nft_ports(key: str) -> tuple[int, int]:
-    """(udp, tcp) ports the sandbox's nftables rule sends 127.0.0.11:53 to."""
+    """(udp, tcp) ports the sandbox's nftables rules send 127.0.0.11:53 to."""
     rules = subprocess.run(["nsenter", f"--net={key}", "nft", "list", "table", "ip", "pynet-dns"],
                            capture_output=True, text=True, check=True).stdout
-    found = dict(re.findall(r"(udp|tcp) dport 53 dnat (?:ip )?to 127\.0\.0\.11:(\d+)", rules))
+    found = dict(re.findall(r"(udp|tcp) dport 53 (?:udp|tcp) dport set (\d+)", rules))
     return int(found["udp"]), int(found["tcp"])
 
 
