@@ -46,7 +46,6 @@ import atexit
 import contextlib
 import ipaddress
 import os
-import struct
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -144,7 +143,6 @@ def host_link_name(network_id: str) -> str:
 RTA_PREFSRC = 7
 RTM_DELADDR = 21
 IFLA_OPERSTATE = 16
-_IFINDEX = struct.Struct("=BxHiII")  # struct ifinfomsg
 #: the alias of a left endpoint's interface until the reaper deletes it
 RETIRED_ALIAS = links.alias_for("retired", NAME)
 IF_OPER_NOTPRESENT, IF_OPER_DOWN, IF_OPER_LOWERLAYERDOWN = 1, 2, 3
@@ -374,14 +372,14 @@ class MacvlanDriver:
         if not host_if:
             return
         srcs = [str(a) for a in network.driver_state.get("host_addresses", [])]  # type: ignore[attr-defined]
+        oif = self._rtnl.link_index(host_if)
+        if oif is None:
+            raise NotFound(f"interface {host_if} does not exist")
         for cidr in (endpoint.ipv4, endpoint.ipv6):
             if not cidr:
                 continue
             addr = str(ipaddress.ip_interface(cidr).ip)
             src = next((s for s in srcs if (":" in s) == (":" in addr)), "")
-            oif = self._rtnl.link_index(host_if)
-            if oif is None:
-                raise NotFound(f"interface {host_if} does not exist")
             dst = f"{addr}/{_host_prefix(addr)}"
             body = rt.route_request(dst, oif=oif)
             if src:
@@ -412,15 +410,14 @@ class MacvlanDriver:
         except PynetError:
             return "missing"
         try:
-            answers = handle.request(rt.RTM_GETLINK, 0, rt.ifinfo() + rt.attr(rt.IFLA_IFNAME, endpoint.ifname.encode()
-                                                                             + b"\0"), f"link {endpoint.ifname}")
+            found = handle.link(endpoint.ifname)
         except PynetError:
             return "missing"
         finally:
             handle.close()
-        if not answers:
+        if found is None:
             return "missing"
-        operstate = _operstate(answers[0])
+        operstate = found[1].get(IFLA_OPERSTATE, b"\0")[0]
         return "down" if operstate in (IF_OPER_NOTPRESENT, IF_OPER_DOWN, IF_OPER_LOWERLAYERDOWN) else "up"
 
 
@@ -490,11 +487,10 @@ class SandboxLinkReaper:
         except (NotFound, InvalidParameter):
             return False
         try:
-            answers = handle.request(rt.RTM_GETLINK, 0, rt.ifinfo() + rt.attr(rt.IFLA_IFNAME, name.encode() + b"\0"),
-                                     f"link {name}")
-            if not answers or _link_attr(answers[0], rt.IFLA_IFALIAS).rstrip(b"\0") != RETIRED_ALIAS.encode():
+            found = handle.link(name)
+            if found is None or rt.text(found[1].get(rt.IFLA_IFALIAS)) != RETIRED_ALIAS:
                 return False
-            handle.request(rt.RTM_DELLINK, rt.F_ACK, rt.ifinfo(_IFINDEX.unpack_from(answers[0])[2]), f"delete {name}")
+            handle.request(rt.RTM_DELLINK, rt.F_ACK, rt.ifinfo(found[0]), f"delete {name}")
             return True
         except PynetError:
             return False
@@ -527,22 +523,3 @@ class SandboxLinkReaper:
 
 def _keys(netns_path: str, name: str, mac: str) -> tuple[str, ...]:
     return (f"{netns_path}\0{name}", f"mac {mac.lower()}") if mac else (f"{netns_path}\0{name}",)
-
-
-def _link_attr(payload: bytes, kind: int) -> bytes:
-    """One attribute of an RTM_NEWLINK answer (b"" if absent)."""
-    offset = _IFINDEX.size  # struct ifinfomsg
-    while offset + 4 <= len(payload):
-        length, k = struct.unpack_from("=HH", payload, offset)
-        if length < 4:
-            break
-        if k & 0x3FFF == kind:
-            return payload[offset + 4: offset + length]
-        offset += (length + 3) & ~3
-    return b""
-
-
-def _operstate(payload: bytes) -> int:
-    """IFLA_OPERSTATE of an RTM_NEWLINK answer (0, unknown, if absent)."""
-    value = _link_attr(payload, IFLA_OPERSTATE)
-    return value[0] if value else 0

@@ -106,17 +106,17 @@ def macvlan_request(name: str, *, parent: int, mode: str, mtu: int, mac: str, ne
     return body
 
 
+def parse_link(payload: bytes) -> tuple[int, dict[int, bytes]]:
+    """(index, attributes by type) of an RTM_NEWLINK message."""
+    return _IFINFO.unpack_from(payload)[2], dict(_attrs(payload[_IFINFO.size:]))
+
+
 def link_and_peer(payload: bytes) -> tuple[int, int]:
     """(index, IFLA_LINK) of an RTM_NEWLINK message: for a veth end, its
     own index and its peer's index in the peer's namespace."""
-    index = _IFINFO.unpack_from(payload)[2]
-    offset = _IFINFO.size
-    while offset + 4 <= len(payload):
-        length, kind = struct.unpack_from("=HH", payload, offset)
-        if kind & ~NLA_F_NESTED == IFLA_LINK and length >= 8:
-            return index, struct.unpack_from("=I", payload, offset + 4)[0]
-        offset += (length + 3) & ~3
-    return index, 0
+    index, attrs = parse_link(payload)
+    peer = attrs.get(IFLA_LINK, b"")
+    return index, struct.unpack("=I", peer)[0] if len(peer) == 4 else 0
 
 
 def hairpin_request(port: str) -> bytes:
@@ -192,13 +192,18 @@ class Rtnl:
         except OSError as exc:
             raise _error(exc.errno, what) from None
 
-    def link_index(self, name: str) -> int | None:
+    def link(self, name: str) -> tuple[int, dict[int, bytes]] | None:
+        """(index, attributes by type) of link `name`, None if there is none."""
         try:
             answers = self.request(RTM_GETLINK, 0, ifinfo() + attr(IFLA_IFNAME, name.encode() + b"\0"),
                                    f"link {name}")
         except NotFound:
             return None
-        return _IFINFO.unpack_from(answers[0])[2] if answers else None
+        return parse_link(answers[0]) if answers else None
+
+    def link_index(self, name: str) -> int | None:
+        found = self.link(name)
+        return found[0] if found else None
 
     def create_veth(self, host: str, peer: str, *, peer_netns_fd: int, peer_mac: str, mtu: int,
                     master: int, alias: str = "") -> int:
@@ -277,16 +282,10 @@ class Rtnl:
         """(index, name, alias, kind) of every link in the namespace."""
         out = []
         for payload in self.request(RTM_GETLINK, F_DUMP, ifinfo(), "link dump"):
-            index = _IFINFO.unpack_from(payload)[2]
-            name = alias = kind = ""
-            for key, value in _attrs(payload[_IFINFO.size:]):
-                if key == IFLA_IFNAME:
-                    name = value.rstrip(b"\0").decode()
-                elif key == IFLA_IFALIAS:
-                    alias = value.rstrip(b"\0").decode()
-                elif key == IFLA_LINKINFO:
-                    kind = next((v.rstrip(b"\0").decode() for k, v in _attrs(value) if k == IFLA_INFO_KIND), "")
-            out.append((index, name, alias, kind))
+            index, attrs = parse_link(payload)
+            info = dict(_attrs(attrs.get(IFLA_LINKINFO, b"")))
+            out.append((index, text(attrs.get(IFLA_IFNAME)), text(attrs.get(IFLA_IFALIAS)),
+                        text(info.get(IFLA_INFO_KIND))))
         return out
 
     def delete_link(self, name: str) -> None:
@@ -322,6 +321,11 @@ def exchange(sock: socket.socket, kind: int, flags: int, seq: int, body: bytes) 
             out.append(payload)
             if not flags & (F_ACK | F_DUMP):
                 return out
+
+
+def text(value: bytes | None) -> str:
+    """A string attribute's value ("" if absent)."""
+    return value.rstrip(b"\0").decode() if value else ""
 
 
 def _attrs(data: bytes) -> list[tuple[int, bytes]]:
