@@ -77,28 +77,33 @@ def bind_sandbox_sockets(address: str = EMBEDDED_ADDRESS, ports: tuple[int, int]
                          ) -> tuple[socket.socket, socket.socket, int, int]:
     """open_sandbox_sockets in the calling thread's namespace.  `ports`:
     (udp, tcp) to take if both are free -- the ones an earlier listener of
-    this sandbox had, which its DNAT rule and its clients' NAT state still
-    name -- else kernel-chosen ones."""
-    for udp_port, tcp_port in ((ports, (0, 0)) if ports else ((0, 0),)):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    this sandbox had, which its redirect rules still name -- else
+    kernel-chosen ones."""
+    if ports:
         try:
-            udp.bind((address, udp_port))
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((address, tcp_port))
-            tcp.listen(64)
+            return bind_pair(address, *ports)
         except OSError as exc:
-            udp.close()
-            tcp.close()
-            if exc.errno == errno.EADDRINUSE and (udp_port or tcp_port):
-                continue  # taken meanwhile (by a process in the container): fresh ports
-            raise
-        except BaseException:
-            udp.close()
-            tcp.close()
-            raise
-        return udp, tcp, udp.getsockname()[1], tcp.getsockname()[1]
-    raise AssertionError("unreachable")
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            # taken meanwhile (by a process in the container): fresh ports
+    return bind_pair(address, 0, 0)
+
+
+def bind_pair(address: str, udp_port: int, tcp_port: int) -> tuple[socket.socket, socket.socket, int, int]:
+    """A UDP socket and a listening TCP socket on `address` (port 0: the
+    kernel chooses), with their ports; both closed if either fails."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        udp.bind((address, udp_port))
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((address, tcp_port))
+        tcp.listen(64)
+    except BaseException:
+        udp.close()
+        tcp.close()
+        raise
+    return udp, tcp, udp.getsockname()[1], tcp.getsockname()[1]
 
 
 # -- per-socket state, all owned by the serving thread ----------------------

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from netstack.dns.records import RecordTable
 from netstack.dns.resolvconf import EMBEDDED_ADDRESS
-from netstack.dns.server import DnsServer, bind_sandbox_sockets, open_sandbox_sockets
+from netstack.dns.server import DnsServer, bind_pair, bind_sandbox_sockets, open_sandbox_sockets
 from netstack.kernel.fds import move_high
 
 log = logging.getLogger("pynet.dns")
@@ -100,21 +100,7 @@ class Port53:
     def open(self, sandbox_key: str) -> Opened:
         from netstack.kernel.netns import run_in_netns
 
-        def make() -> Opened:
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                udp.bind((EMBEDDED_ADDRESS, 53))
-                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                tcp.bind((EMBEDDED_ADDRESS, 53))
-                tcp.listen(64)
-            except BaseException:
-                udp.close()
-                tcp.close()
-                raise
-            return udp, tcp
-
-        return run_in_netns(sandbox_key, make)
+        return run_in_netns(sandbox_key, lambda: bind_pair(EMBEDDED_ADDRESS, 53, 53)[:2])
 
 
 def default_listener() -> Listener:
