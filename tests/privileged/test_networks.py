@@ -25,7 +25,10 @@ def links(host) -> list[str]:
 
 
 def rules(host) -> str:
-    return host.exec(["iptables-legacy-save"]).stdout
+    """The host's iptables rules, without iptables-save's comment lines
+    (their timestamps differ from one second to the next)."""
+    out = host.exec(["iptables-legacy-save"]).stdout
+    return "".join(l for l in out.splitlines(keepends=True) if not l.startswith("#"))
 
 
 def test_create_and_remove_leave_bridge_then_nothing(host, daemon):
