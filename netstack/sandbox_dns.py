@@ -58,11 +58,11 @@ class NftRedirect:
         from netstack.kernel.netns import run_in_netns
 
         def inside() -> Opened:
-            before = nft.dns_redirect_ports()
+            has_table, before = nft.dns_redirect_state()
             udp, tcp, udp_port, tcp_port = bind_sandbox_sockets(EMBEDDED_ADDRESS, before)
             try:
                 if (udp_port, tcp_port) != before:
-                    nft.run(nft.dns_redirect_batch(udp_port, tcp_port))
+                    nft.run(nft.dns_redirect_batch(udp_port, tcp_port, replace=has_table))
                     forget_stale_entries(udp_port, tcp_port)  # ~0.1 ms when nothing is tracked
             except BaseException:
                 udp.close()

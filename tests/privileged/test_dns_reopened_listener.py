@@ -167,3 +167,38 @@ def test_each_redirect_backend_leaves_no_stale_nat_when_reopened(kind):
 def _served_ports(dns, sandbox_id: str) -> tuple[int, int]:
     served = dns.server._sandboxes[sandbox_id]
     return served.udp.sock.getsockname()[1], served.listener.sock.getsockname()[1]
+
+
+def test_a_dnat_table_an_older_pynet_left_is_replaced():
+    """A sandbox whose `pynet-dns` table holds an older pynet's DNAT chain
+    (to ports nothing listens on): the new listener's table replaces it
+    whole, so no nat chain is left and 127.0.0.11 answers.  (A new
+    sandbox, with no table, skips the delete: see nft.dns_redirect_batch.)"""
+    need_tool("dig", "ip", "nft")
+    from netstack.kernel import nft
+    from netstack.sandbox_dns import NftRedirect, SandboxDns
+
+    need(nft.available(), "libnftables is not installed")
+    name = f"pynet-dnsold-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    key = f"/run/netns/{name}"
+    dns = SandboxDns(upstreams=[], listener=NftRedirect())
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", name, "nft", "-f", "-"], check=True, text=True, input=(
+            "add table ip pynet-dns\n"
+            "add chain ip pynet-dns output { type nat hook output priority -100 ; }\n"
+            "add rule ip pynet-dns output ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:9\n"
+            "add rule ip pynet-dns output ip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:9\n"))
+        net = SimpleNamespace(id="n1", name="n", driver="bridge", internal=False)
+        sb = SimpleNamespace(id="sb1", key=key)
+        ep = SimpleNamespace(id="e1", network_id="n1", ipv4="10.9.0.7/24", ipv6="")
+        dns.add_endpoint(net, sb, ep, ["web"], [ep])
+        table = subprocess.run(["ip", "netns", "exec", name, "nft", "list", "table", "ip", "pynet-dns"],
+                               capture_output=True, text=True, check=True).stdout
+        assert "nat" not in table and "dnat" not in table
+        assert nft_ports(key) == _served_ports(dns, sb.id)
+        assert dig_from(key, 40057, "web") == ["10.9.0.7"]
+    finally:
+        dns.stop()
+        subprocess.run(["ip", "netns", "delete", name], check=False)
