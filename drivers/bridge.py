@@ -14,7 +14,7 @@ from typing import Mapping
 from netstack.driverapi import Capability, JoinResult
 from netstack.endpoint import Endpoint
 from netstack.errors import Conflict, InvalidParameter, NotFound
-from netstack.kernel import links
+from netstack.kernel import links, netns
 from netstack.kernel.rtnl import LinkReaper, Rtnl
 from netstack.network import Network
 from netstack.validation import check_known_options
@@ -148,7 +148,9 @@ class BridgeDriver:
     def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
         mtu = int(network.driver_state.get("mtu", DEFAULT_MTU))  # type: ignore[arg-type]
         veth = host_ifname(endpoint.id)
-        self._reaper.flush(sandbox_key)  # a dying peer may still hold this ifname in the sandbox
+        # A dying peer may still hold this ifname in the sandbox's namespace
+        # (reached by this path or another: the group is the namespace).
+        self._reaper.flush(netns.identity(sandbox_key))
         bridge = str(network.driver_state["bridge"])
         master = self._rtnl.link_index(bridge)
         if master is None:
@@ -170,7 +172,7 @@ class BridgeDriver:
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
         # Cut off now, deleted in the background (the peer in the sandbox
         # goes with the host end).
-        self._reaper.retire(host_ifname(endpoint.id), group=sandbox_key)
+        self._reaper.retire(host_ifname(endpoint.id), group=netns.identity(sandbox_key))
 
     def settle(self) -> None:
         """Wait until every retired link is really gone."""

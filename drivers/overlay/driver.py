@@ -29,7 +29,7 @@ from netstack.drivers.overlay.options import VXLAN_OVERHEAD, VXLAN_PORT, parse_o
 from netstack.drivers.overlay.peers import Peer
 from netstack.endpoint import Endpoint
 from netstack.errors import Conflict, Internal, NotFound, Unavailable
-from netstack.kernel import links
+from netstack.kernel import links, netns
 from netstack.kernel.rtnl import LinkReaper, Rtnl
 from netstack.network import Network
 
@@ -210,7 +210,9 @@ class OverlayDriver:
     def join(self, network: Network, endpoint: Endpoint, sandbox_key: str, ifname: str) -> JoinResult:
         mtu = int(network.driver_state.get("mtu") or self.mtu(network))  # type: ignore[call-overload]
         veth = host_ifname(endpoint.id)
-        self._reaper.flush(sandbox_key)  # a dying peer may still hold this ifname in the sandbox
+        # A dying peer may still hold this ifname in the sandbox's namespace
+        # (reached by this path or another: the group is the namespace).
+        self._reaper.flush(netns.identity(sandbox_key))
         master = self._rtnl.link_index(bridge_name(network.id))
         if master is None:
             raise NotFound(f"bridge {bridge_name(network.id)} of network {network.name} does not exist")
@@ -225,7 +227,7 @@ class OverlayDriver:
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
         # Cut off now, deleted in the background (the peer goes with it).
-        self._reaper.retire(host_ifname(endpoint.id), group=sandbox_key)
+        self._reaper.retire(host_ifname(endpoint.id), group=netns.identity(sandbox_key))
 
     def settle(self) -> None:
         """Wait until every retired link is really gone."""

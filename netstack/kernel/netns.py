@@ -153,6 +153,20 @@ def is_own_netns(path: str) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
+def identity(path: str) -> str:
+    """Which namespace `path` is (its nsfs inode), so that two paths to one
+    namespace (a bind mount and /proc/PID/ns/net) compare equal; the path
+    itself when it is not there (nothing can join a namespace that is gone)
+    or is no path (HANDOFF)."""
+    if not path.startswith("/"):
+        return path
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path
+    return f"netns:{st.st_dev}:{st.st_ino}"
+
+
 def _nsfs(path: str) -> bool:
     NSFS_MAGIC = 0x6E736673
     buf = (ctypes.c_long * 16)()

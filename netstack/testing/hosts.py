@@ -17,13 +17,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from netstack.kernel import netns
 
 
 def run(cmd: list[str], *, check: bool = True, timeout: float = 30, input: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=check, text=True, capture_output=True, timeout=timeout, input=input)
+
+
+T = TypeVar("T")
+
+
+def settled(probe: Callable[[], T], want: T, timeout: float = 5.0) -> T:
+    """probe()'s answer once it is `want`, else its last one after `timeout`.
+    For kernel state pynet changes in the background: a removed sandbox's
+    veth is cut off at once and deleted within a grace period or two."""
+    deadline = time.monotonic() + timeout
+    while (got := probe()) != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return got
 
 
 class NetnsHost:

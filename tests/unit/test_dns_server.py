@@ -23,10 +23,7 @@ class FakeUpstream:
 
     def __init__(self, *, rcode: int = RCODE.NOERROR, silent: bool = False) -> None:
         self.rcode, self.silent = rcode, silent
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.tcp = socket.socket()
-        self.tcp.bind(("127.0.0.1", self.udp.getsockname()[1]))
+        self.udp, self.tcp = self._bind_same_port()
         self.tcp.listen()
         self.addr = self.udp.getsockname()
         self.queries = 0
@@ -34,6 +31,23 @@ class FakeUpstream:
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._serve_udp, self._serve_tcp)]
         for t in self._threads:
             t.start()
+
+    @staticmethod
+    def _bind_same_port() -> tuple[socket.socket, socket.socket]:
+        """UDP and TCP on one kernel-chosen port; that port may be taken
+        for TCP (a connection of another process on this machine): try
+        another."""
+        for _ in range(50):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            tcp = socket.socket()
+            try:
+                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+                return udp, tcp
+            except OSError:
+                udp.close()
+                tcp.close()
+        raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
 
     def answer(self, data: bytes) -> bytes | None:
         self.queries += 1
