@@ -8,6 +8,7 @@ inside these namespaces)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -357,3 +358,28 @@ def test_runc_container_attached_by_pid_reaches_a_sandbox(lab, tmp_path):
         assert got.returncode != 0
     finally:
         subprocess.run([*runc, "delete", "-f", cid], capture_output=True, timeout=30)
+
+
+def test_same_namespace_rejoins_at_once_after_removal(lab):
+    """A sandbox removed returns before its veth is deleted (that is done in
+    the background); a new sandbox on the same process's namespace, made at
+    once under another path (a new bind mount), must still get eth0 rather
+    than collide with the dying one, and reach the network."""
+    host, ext, d = lab
+    c = d.client()
+    c.network_create({"Name": "re", "IPAM": {"Config": [{"Subnet": "10.74.0.0/24"}]}})
+    peer = make(c, "peer", "re")
+    proc = subprocess.Popen(host.nsenter(["unshare", "--net", "sleep", "60"]))
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{proc.pid}/exe").endswith("nsenter") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for round_ in range(5):
+            c.sandbox_create({"Name": f"r{round_}", "Networks": ["re"], "Pid": proc.pid})
+            sb = c.sandbox_inspect(f"r{round_}")
+            assert sb["Networks"]["re"]["IfName"] == "eth0"
+            assert ping(f"/proc/{proc.pid}/ns/net", ip_of(peer, "re"))
+            c.sandbox_remove(f"r{round_}", force=True)
+    finally:
+        proc.kill()
+        proc.wait()
