@@ -8,14 +8,11 @@ each round makes a new container namespace and times, in alternating order,
 pynet-cni ADD+DEL and bridge(+host-local) ADD+DEL on it.  Medians and the
 pynet/reference ratio go to a markdown table and bench/results/cni.json.
 
-pynet-cni is timed twice:
-  script   the console script as installed here, an *editable* install,
-           whose site hook (setuptools' editable finder) costs ~30 ms of
-           start-up before pynet runs at all
-  wheel    the same entry point with `python -S` and the checkout on
-           sys.path: what a regular (wheel) install costs
-Byte-code is compiled first and written (PYTHONDONTWRITEBYTECODE unset), as
-on an installed system.  Never run by pytest.
+pynet-cni is timed as a user installs it: bench/.venv-release/bin/pynet-cni
+from `pip install --no-deps .` (built as bench/run builds it, byte-code
+compiled), the launcher the runtime execs.  `--editable` also times the
+development venv's, whose editable-install site hook costs ~20-30 ms of
+start-up before pynet runs at all.  Never run by pytest.
 """
 
 from __future__ import annotations
@@ -37,10 +34,12 @@ sys.path.insert(0, str(ROOT))
 
 from netstack.testing.hosts import Daemon, NetnsHost  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from _util import release_install  # noqa: E402
+
 CNI_DIR = "/usr/lib/cni"
-SCRIPT = os.path.join(os.path.dirname(sys.executable), "pynet-cni")
-WHEEL = [sys.executable, "-S", "-c",
-         f"import sys; sys.path.insert(0, {str(ROOT)!r}); from netstack.cni import main; sys.exit(main())"]
+EDITABLE = os.path.join(os.path.dirname(sys.executable), "pynet-cni")
+RELEASE_VENV = ROOT / "bench" / ".venv-release"
 
 
 def call(host: NetnsHost, argv: list[str], command: str, conf: dict, container: str, netns: str) -> float:
@@ -66,10 +65,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="8 rounds")
+    ap.add_argument("--editable", action="store_true", help="also time the development venv's pynet-cni")
     args = ap.parse_args()
     rounds = 8 if args.quick else args.rounds
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "netstack")],
-                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, check=False)
+    release = release_install(RELEASE_VENV, shutil.which("python3") or sys.executable, "pynet-cni")
     host = NetnsHost("pnbh-cni")
     daemon = Daemon(host)
     tmp = tempfile.mkdtemp(prefix="pynet-bench-cni-")
@@ -82,11 +81,10 @@ def main() -> int:
         ref_conf = {"cniVersion": "1.0.0", "name": "refnet", "type": "bridge", "bridge": "cnibr0",
                     "isGateway": True, "ipMasq": True,
                     "ipam": {"type": "host-local", "subnet": "10.81.0.0/16", "dataDir": os.path.join(tmp, "ipam")}}
-        plugins = {
-            "pynet-cni (script)": ([SCRIPT], pynet_conf),
-            "pynet-cni (wheel)": (WHEEL, pynet_conf),
-            "bridge (reference)": ([os.path.join(CNI_DIR, "bridge")], ref_conf),
-        }
+        plugins = {"pynet-cni": ([release], pynet_conf)}
+        if args.editable:
+            plugins["pynet-cni (editable install)"] = ([EDITABLE], pynet_conf)
+        plugins["bridge (reference)"] = ([os.path.join(CNI_DIR, "bridge")], ref_conf)
         for i in range(rounds + 1):               # round 0 warms up (network and bridge creation)
             ns = f"pnbh-cnic-{secrets.token_hex(4)}"
             subprocess.run(["ip", "netns", "add", ns], check=True)

@@ -50,7 +50,9 @@ sys.path.insert(0, str(ROOT))
 
 from netstack.testing.hosts import Daemon, NetnsHost  # noqa: E402
 
-SOURCES = ("netstack", "drivers", "ipam", "dns", "bin")
+sys.path.insert(0, str(ROOT / "bench"))
+from _util import release_install  # noqa: E402
+
 INSTALLS = {
     # choice: (venv, interpreter it is made with)
     "release": (ROOT / "bench" / ".venv-release", shutil.which("python3") or sys.executable),
@@ -59,29 +61,7 @@ INSTALLS = {
 
 
 def installed_pynet(venv: Path, python: str) -> str:
-    """VENV/bin/pynet from `pip install --no-deps .` into a venv of `python`,
-    (re)built as bench/run builds bench/.venv-release: when missing or older
-    than a source file."""
-    launcher = venv / "bin" / "pynet"
-    if launcher.exists():
-        built = launcher.stat().st_mtime
-        stale = any(f.stat().st_mtime > built for d in SOURCES for f in (ROOT / d).rglob("*")
-                    if f.is_file() and (f.suffix == ".py" or f.parent.name == "bin"))
-        if not stale:
-            return str(launcher)
-    print(f"bench_oci: building {venv} ({python} -m venv; pip install --no-deps .)", file=sys.stderr)
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    with tempfile.TemporaryDirectory(prefix="pynet-build-") as build:
-        # from a copy: building in place would leave build/ and *.egg-info in the checkout
-        src = Path(build) / "src"
-        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", ".venv-*", "build", "*.egg-info",
-                                                                  "__pycache__", "results"))
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(src)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv / "lib")],
-                   check=False, stdout=subprocess.DEVNULL)
-    return str(launcher)
+    return release_install(venv, python, "pynet")
 
 
 FORMS = ("curl", "perl")   # hooks whose process is not Python: netstack.oci.hooks_json
