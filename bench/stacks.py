@@ -796,6 +796,7 @@ class KernelStack(_NetnsSandboxes):
         try:
             index = peer or r.link_index(f"eth{n}") or 0
             r.add_address(index, f"{ip}/{prefix}")
+            r.no_ipv6_link_local(index)  # as pynet on an IPv4-only network
             r.link_up(index)
             r.link_up(1)
             r.replace_route("0.0.0.0/0", net.gateway, index)

@@ -758,6 +758,11 @@ class Controller:
         for cidr in (ep.ipv4, ep.ipv6):
             if cidr:
                 rtnl.add_address(index, cidr)
+        if not ep.ipv6:
+            # No IPv6 on this network: no link-local address either (as
+            # Docker up to 25 disabled IPv6 on such an interface), whose
+            # probes the bridge would flood to every other member.
+            rtnl.no_ipv6_link_local(index)
         rtnl.link_up(index)
         for r in join.routes:  # type: ignore[attr-defined]
             rtnl.replace_route(r.destination, r.gateway, index)

@@ -32,6 +32,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_LINK, IFLA_MACVLAN_MODE = 5, 1
+IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
 IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA, IFLA_BRPORT_MODE = 4, 5, 4
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS, IFA_F_NODAD = 1, 2, 4, 8, 0x02
@@ -234,6 +235,22 @@ class Rtnl:
 
     def set_hairpin(self, port: str) -> None:
         self.request(RTM_NEWLINK, F_ACK, hairpin_request(port), f"hairpin mode of bridge port {port}")
+
+    def no_ipv6_link_local(self, index: int) -> None:
+        """No IPv6 address generation on link `index` (still down): no
+        link-local address, so none of the DAD probes, router solicitations
+        and MLD reports that follow one.  A bridge has no multicast querier
+        and floods those to every port, so each new member of a network
+        would cost every other member some work.  IPv6 stays enabled: an
+        address configured by hand still works.  A kernel without IPv6
+        refuses, which is fine (nothing to silence)."""
+        try:
+            self.request(RTM_NEWLINK, F_ACK,
+                         ifinfo(index) + nested(IFLA_AF_SPEC, nested(socket.AF_INET6, attr(
+                             IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE])))),
+                         f"IPv6 address generation of link {index}")
+        except Internal:
+            pass
 
     def link_up(self, index: int) -> None:
         self.request(RTM_NEWLINK, F_ACK, ifinfo(index, IFF_UP, IFF_UP), f"link {index} up")

@@ -383,3 +383,35 @@ def test_same_namespace_rejoins_at_once_after_removal(lab):
     finally:
         proc.kill()
         proc.wait()
+
+
+def ipv6_addresses(key: str, ifname: str) -> list[str]:
+    out = subprocess.run(ns_cmd(key, ["ip", "-j", "-6", "addr", "show", "dev", ifname]),
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(a["local"] for link in json.loads(out) for a in link.get("addr_info", []))
+
+
+def test_ipv4_only_network_gives_the_interface_no_ipv6_chatter(lab):
+    """On a network without IPv6 the container's interface gets no IPv6
+    link-local address (so it sends no DAD probes or router solicitations,
+    which the bridge would flood to every member), as Docker up to 25 had
+    it; IPv6 itself stays on, so an address added by hand works.  On a
+    dual-stack network the interface has its link-local and its global
+    address."""
+    host, ext, d = lab
+    c = d.client()
+    c.network_create({"Name": "v4", "IPAM": {"Config": [{"Subnet": "10.73.0.0/24"}]}})
+    c.network_create({"Name": "v46", "EnableIPv6": True, "IPAM": {"Config": [
+        {"Subnet": "10.72.0.0/24"}, {"Subnet": "fd00:72::/64"}]}})
+    a, b = make(c, "a", "v4"), make(c, "b", "v4")
+    dual = make(c, "dual", "v46")
+    time.sleep(0.3)  # a link-local address would be there by now (tentative or not)
+    assert ipv6_addresses(a["Key"], "eth0") == []
+    got = ipv6_addresses(dual["Key"], "eth0")
+    assert dual["Networks"]["v46"]["GlobalIPv6Address"] in got
+    assert any(x.startswith("fe80:") for x in got)
+    assert ping(b["Key"], ip_of(a, "v4"))
+    for key, addr in ((a["Key"], "fd00:99::1/64"), (b["Key"], "fd00:99::2/64")):
+        subprocess.run(ns_cmd(key, ["ip", "addr", "add", addr, "dev", "eth0", "nodad"]), check=True)
+    assert subprocess.run(ns_cmd(b["Key"], ["busybox", "ping", "-6", "-c", "1", "-W", "2", "fd00:99::1"]),
+                          capture_output=True).returncode == 0
