@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import random
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -15,6 +14,7 @@ from netstack.driverapi import Capability, JoinResult
 from netstack.endpoint import Endpoint
 from netstack.errors import Conflict, InvalidParameter, NotFound
 from netstack.kernel import links, netns
+from netstack.kernel.links import random_mac
 from netstack.kernel.rtnl import LinkReaper, Rtnl
 from netstack.network import Network
 from netstack.validation import check_known_options
@@ -73,12 +73,6 @@ def parse_options(network: Network) -> BridgeConfig:
         masquerade=parse_bool(OPT_MASQUERADE, opts[OPT_MASQUERADE]) if OPT_MASQUERADE in opts else True,
         host_binding_ipv4=host_ip,
     )
-
-
-def random_mac() -> str:
-    """A random, locally administered unicast MAC (02:xx:...)."""
-    octets = [0x02] + [random.randint(0, 255) for _ in range(5)]
-    return ":".join(f"{o:02x}" for o in octets)
 
 
 def host_ifname(endpoint_id: str) -> str:

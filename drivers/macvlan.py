@@ -123,7 +123,7 @@ def parse_vlan(parent: str) -> VlanParent | None:
 
 
 def random_mac() -> str:
-    from netstack.drivers.bridge import random_mac as bridge_mac
+    from netstack.kernel.links import random_mac as bridge_mac
 
     return bridge_mac()
 

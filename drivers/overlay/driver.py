@@ -22,7 +22,7 @@ import os
 from typing import Callable, Mapping
 
 from netstack.driverapi import GLOBAL, Capability, JoinResult
-from netstack.drivers.bridge import random_mac
+from netstack.kernel.links import random_mac
 from netstack.drivers.overlay import neigh
 from netstack.drivers.overlay import peers as peerplan
 from netstack.drivers.overlay.options import VXLAN_OVERHEAD, VXLAN_PORT, parse_options

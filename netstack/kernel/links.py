@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import socket
 from typing import Iterator
 
@@ -106,6 +107,12 @@ def owned_links(ipr: IPRoute, kind: str) -> dict[str, str]:
     return out
 
 
+def random_mac() -> str:
+    """A random, locally administered unicast MAC (02:xx:...)."""
+    octets = [0x02] + [random.randint(0, 255) for _ in range(5)]
+    return ":".join(f"{o:02x}" for o in octets)
+
+
 def create_bridge(ipr: IPRoute, name: str, *, alias: str, mtu: int, addresses: list[tuple[str, int]]) -> None:
     """A bridge with its gateway addresses, up.  Removed again if any step
     fails.  (Raw rtnetlink: pyroute2 costs ~3 ms a request.)"""
@@ -113,7 +120,11 @@ def create_bridge(ipr: IPRoute, name: str, *, alias: str, mtu: int, addresses: l
 
     rtnl = Rtnl()
     try:
-        idx = rtnl.create_link(name, "bridge", mtu=mtu, alias=alias)
+        # A MAC of its own, as Docker gives its bridges: otherwise the bridge
+        # takes the lowest of its ports' and changes it whenever a port with
+        # a lower one joins (containers' ARP entries for the gateway go
+        # stale; the kernel recomputes it on every join).
+        idx = rtnl.create_link(name, "bridge", mtu=mtu, alias=alias, mac=random_mac())
         try:
             for address, prefixlen in addresses:
                 if ":" in address:
