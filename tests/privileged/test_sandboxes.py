@@ -415,3 +415,32 @@ def test_ipv4_only_network_gives_the_interface_no_ipv6_chatter(lab):
         subprocess.run(ns_cmd(key, ["ip", "addr", "add", addr, "dev", "eth0", "nodad"]), check=True)
     assert subprocess.run(ns_cmd(b["Key"], ["busybox", "ping", "-6", "-c", "1", "-W", "2", "fd00:99::1"]),
                           capture_output=True).returncode == 0
+
+
+def test_gateway_mac_stays_as_members_join_and_ports_have_no_ipv6(lab):
+    """The bridge has a MAC of its own (a bridge left to itself takes the
+    lowest of its ports' and changes it when a port with a lower one joins:
+    containers' ARP entries for the gateway then point nowhere).  Its
+    ports, the host ends of the veths, carry no IPv6 address."""
+    host, ext, d = lab
+    c = d.client()
+    net = c.network_create({"Name": "mac", "IPAM": {"Config": [{"Subnet": "10.71.0.0/24"}]}})
+    bridge = f"br-{net['Id'][:12]}"
+
+    def link(name: str) -> dict:
+        return json.loads(host.exec(["ip", "-j", "-d", "addr", "show", "dev", name]).stdout)[0]
+
+    mac = link(bridge)["address"]
+    assert mac != "00:00:00:00:00:00"
+    sbs = [make(c, f"m{i}", "mac") for i in range(6)]
+    time.sleep(0.3)
+    assert link(bridge)["address"] == mac
+    ports = [l["ifname"] for l in json.loads(host.exec(["ip", "-j", "link", "show", "master", bridge]).stdout)]
+    assert len(ports) == 6
+    assert all(a["family"] != "inet6" for p in ports for a in link(p).get("addr_info", []))
+    neigh = subprocess.run(ns_cmd(sbs[0]["Key"], ["ip", "-j", "neigh"]), capture_output=True, text=True).stdout
+    assert ping(sbs[0]["Key"], ip_of(sbs[-1], "mac"))
+    assert ping(sbs[0]["Key"], "10.71.0.1")
+    gw = [n for n in json.loads(subprocess.run(ns_cmd(sbs[0]["Key"], ["ip", "-j", "neigh"]),
+                                               capture_output=True, text=True).stdout) if n["dst"] == "10.71.0.1"]
+    assert gw and gw[0]["lladdr"] == mac, neigh
