@@ -1,6 +1,7 @@
-"""bin/pynet and bin/pynet-cni as pip installs them: shell launchers that
-start the interpreter pip wrote into bin/pynet-boot's first line with -S,
-pynet-boot finding the package without `site`.  The layout is built by hand
+"""bin/pynet and bin/pynet-cni as pip installs them: pynet is a shell
+launcher that starts the interpreter pip wrote into bin/pynet-boot's first
+line with -S, pynet-boot finding the package without `site`; pynet-cni is a
+Python launcher (a runtime may copy it).  The layout is built by hand
 (bin/ and lib/pythonX.Y/site-packages/netstack under a prefix), as
 `pip install .` lays it out, so no build is needed."""
 
@@ -24,10 +25,10 @@ def prefix(tmp_path: Path) -> Path:
     """tmp/bin/{pynet,pynet-cni,pynet-boot}, tmp/lib/pythonX.Y/site-packages/netstack."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    for name in ("pynet", "pynet-cni"):
-        shutil.copy(ROOT / "bin" / name, bindir / name)
-    boot = (ROOT / "bin" / "pynet-boot").read_text().split("\n", 1)[1]
-    (bindir / "pynet-boot").write_text(f"#!{sys.executable}\n{boot}")  # what pip does to `#!python`
+    shutil.copy(ROOT / "bin" / "pynet", bindir / "pynet")
+    for name in ("pynet-boot", "pynet-cni"):
+        text = (ROOT / "bin" / name).read_text().split("\n", 1)[1]
+        (bindir / name).write_text(f"#!{sys.executable}\n{text}")  # what pip does to `#!python`
     for f in bindir.iterdir():
         f.chmod(0o755)
     site = tmp_path / "lib" / ("python%d.%d" % sys.version_info[:2]) / "site-packages"
@@ -67,10 +68,21 @@ def test_through_a_symlink_and_a_closed_pipe(prefix: Path, tmp_path: Path):
     assert out.stderr == ""
 
 
-def test_cni_plugin_through_its_launcher(prefix: Path):
-    out = run([str(prefix / "bin" / "pynet-cni")], {"CNI_COMMAND": "VERSION"}, input="{}")
+def test_a_copied_cli_launcher_says_what_to_do(prefix: Path, tmp_path: Path):
+    shutil.copy(prefix / "bin" / "pynet", tmp_path / "pynet")
+    out = run([str(tmp_path / "pynet"), "--help"])
+    assert out.returncode == 1 and "link (ln -s) the pynet launcher rather than copy it" in out.stderr
+
+
+def test_cni_plugin_copied_into_a_cni_bin_directory(prefix: Path, tmp_path: Path):
+    cnibin = tmp_path / "cni-bin"
+    cnibin.mkdir()
+    shutil.copy(prefix / "bin" / "pynet-cni", cnibin / "pynet-cni")
+    out = run([str(cnibin / "pynet-cni")], {"CNI_COMMAND": "VERSION"}, input="{}")
     assert out.returncode == 0, out.stderr
     assert "1.1.0" in json.loads(out.stdout)["supportedVersions"]
+    out = run([str(cnibin / "pynet-cni")], {"CNI_COMMAND": "BOGUS"}, input="{}")
+    assert out.returncode == 1 and json.loads(out.stdout)["code"] == 4
 
 
 def test_an_interpreter_line_that_is_not_a_plain_path_starts_the_usual_way(prefix: Path):
