@@ -917,6 +917,11 @@ class Controller:
     # -------------------------------------------------------------------- DNS
 
     def _dns_names(self, sb: Sandbox, ep: Endpoint) -> list[str]:
+        if self.networks.get(ep.network_id) is not None and self.networks[ep.network_id].name == GWBRIDGE:
+            # Egress only (Docker's docker_gwbridge endpoints disable name
+            # resolution): every overlay sandbox is on it, so names there
+            # would leak across overlay networks that are isolated.
+            return []
         names = [sb.name, *ep.aliases]
         if sb.hostname and sb.hostname not in names:
             names.append(sb.hostname)

@@ -173,3 +173,25 @@ def test_advertising_an_address_the_host_lacks_is_refused(host):
     finally:
         d.close()
     assert Conflict  # the clash with another live host is covered in tests/unit/test_etcd_cluster.py
+
+
+def test_names_do_not_leak_across_overlays_through_the_gateway_bridge(lab):
+    """Sandboxes on two different (non-internal) overlays both have an
+    endpoint on pynet_gwbridge, for egress; that endpoint gives no names
+    (Docker's docker_gwbridge endpoints disable resolution), so neither
+    resolves the other, while each resolves a peer on its own overlay."""
+    h1 = lab.hosts[0]
+    try:
+        scenarios.create_network(lab, "ov-na", "10.210.11.0/24")
+        scenarios.create_network(lab, "ov-nb", "10.210.12.0/24")
+        for sb, net in (("na1", "ov-na"), ("na2", "ov-na"), ("nb1", "ov-nb")):
+            scenarios.pynet(h1, "sandbox", "create", "--name", sb, "--network", net)
+        info = json.loads(scenarios.pynet(h1, "sandbox", "inspect", "nb1").stdout)
+        nets = (info[0] if isinstance(info, list) else info)["Networks"]
+        assert "pynet_gwbridge" in nets
+        assert scenarios._resolves(h1, "na1", "na2")
+        assert not scenarios._resolves(h1, "na1", "nb1")
+        assert not scenarios._resolves(h1, "nb1", "na1")
+    finally:
+        scenarios.remove(lab, "ov-na", [(h1, "na1"), (h1, "na2")])
+        scenarios.remove(lab, "ov-nb", [(h1, "nb1")])
