@@ -13,6 +13,12 @@
    Samples are interleaved across the three; the etcd round trip is
    measured as a read and as a write, back to back and 10 ms apart (an
    idle etcd answers slower: the attach path sees the spaced figure).
+   With --pin (two or more CPUs), the attach samples are also taken with
+   h1's pynetd and this client on CPU 0 and etcd, h2's and h3's pynetd on
+   CPU 1: the closest this one machine comes to separate machines, where
+   etcd committing the txn and the other hosts programming the new
+   endpoint do not take the measured host's CPU.  Without it all of them
+   share both CPUs with the attach being timed.
 3. throughput: iperf3 between sandboxes on h1 and h2 across the overlay
    vs a VXLAN pair made by hand between the same two hosts' namespaces
    (same underlay, same VXLAN flags, no bridge, no veth, no sandbox
@@ -101,6 +107,34 @@ for name, gap in (("back_to_back", 0.0), ("spaced_10ms", 0.01)):
 e.delete("/bench/rtt")
 print(out)
 """
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` (threads made later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass  # a thread that just ended
+
+
+def pinned(lab: NetnsLab) -> "contextlib.AbstractContextManager[None]":
+    import contextlib
+
+    @contextlib.contextmanager
+    def go():
+        everything = os.sched_getaffinity(0)
+        pids = [lab.hosts[0].st.pid, os.getpid(), lab.state.etcd_pid] + [h.st.pid for h in lab.hosts[1:]]
+        try:
+            for pid in pids[:2]:
+                pin(pid, {0})
+            for pid in pids[2:]:
+                pin(pid, {1})
+            yield
+        finally:
+            for pid in pids:
+                pin(pid, everything)
+    return go()
 
 
 def attach_latency(lab: NetnsLab, n: int) -> dict[str, object]:
@@ -214,6 +248,8 @@ def main() -> int:
     p.add_argument("--out", default="")
     p.add_argument("--only", choices=("reach", "attach", "throughput"), action="append", default=[],
                    help="run only these parts (repeatable)")
+    p.add_argument("--pin", action="store_true",
+                   help="also time attaches with h1 on CPU 0 and etcd, h2, h3 on CPU 1 (see 2. above)")
     args = p.parse_args()
     parts = set(args.only or ("reach", "attach", "throughput"))
     n = 10 if args.quick else 50
@@ -224,6 +260,9 @@ def main() -> int:
             results["time_to_reachable"] = time_to_reachable(lab, n)
         if "attach" in parts:
             results["attach_latency"] = attach_latency(lab, 10 if args.quick else 30)
+            if args.pin and len(os.sched_getaffinity(0)) >= 2:
+                with pinned(lab):
+                    results["attach_latency_pinned"] = attach_latency(lab, 10 if args.quick else 30)
         if "throughput" in parts:
             results["throughput"] = throughput(lab, 2 if args.quick else 5, 3 if args.quick else 5)
     finally:
