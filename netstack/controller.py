@@ -31,12 +31,12 @@ from typing import Callable, Iterable, Iterator
 from netstack import ports as portspec
 from netstack import sandbox_files
 from netstack.driverapi import HostAddressing, LowerLinked, NetworkDriver, Reconciling
-from netstack.endpoint import Endpoint, EndpointTable, PortBinding
+from netstack.endpoint import Endpoint, EndpointTable, PortBinding, dns_names
 from netstack.errors import (
     Conflict, Forbidden, InvalidParameter, NotFound, PynetError, Unavailable,
 )
 from netstack.ipamapi import LOCAL, GLOBAL, Ipam, PoolRequest
-from netstack.network import PREDEFINED, IpamConfig, Network
+from netstack.network import GWBRIDGE, PREDEFINED, IpamConfig, Network
 from netstack.requests import Attachment, EndpointConfig, NetworkCreate, SandboxCreate
 from netstack.sandbox import HANDOFF, Sandbox
 from netstack.store import Store
@@ -50,7 +50,6 @@ log = logging.getLogger("pynet.controller")
 PREDEFINED_DRIVERS = {"none": "null", "host": "host"}
 
 #: the local bridge network giving sandboxes on global networks their egress
-GWBRIDGE = "pynet_gwbridge"
 
 
 def new_id() -> str:
@@ -917,15 +916,8 @@ class Controller:
     # -------------------------------------------------------------------- DNS
 
     def _dns_names(self, sb: Sandbox, ep: Endpoint) -> list[str]:
-        if self.networks.get(ep.network_id) is not None and self.networks[ep.network_id].name == GWBRIDGE:
-            # Egress only (Docker's docker_gwbridge endpoints disable name
-            # resolution): every overlay sandbox is on it, so names there
-            # would leak across overlay networks that are isolated.
-            return []
-        names = [sb.name, *ep.aliases]
-        if sb.hostname and sb.hostname not in names:
-            names.append(sb.hostname)
-        return names
+        net = self.networks.get(ep.network_id)
+        return dns_names(net.name if net is not None else "", sb.name, sb.hostname, ep.aliases)
 
     def _add_dns(self, net: Network, sb: Sandbox, ep: Endpoint) -> None:
         if self.dns is None:

@@ -80,3 +80,19 @@ class EndpointTable(dict[str, Endpoint]):
 
     def of_network(self, network_id: str) -> list[Endpoint]:
         return list(self._by_network.get(network_id, {}).values())
+
+
+def dns_names(network_name: str, sandbox_name: str, hostname: str, aliases: list[str]) -> list[str]:
+    """The names an endpoint answers to on its network's embedded DNS: the
+    sandbox's name, the endpoint's aliases and the hostname.  None on the
+    gateway bridge (egress only; Docker's docker_gwbridge endpoints disable
+    resolution): every overlay sandbox is on it, so names there would leak
+    across overlay networks that are isolated."""
+    from netstack.network import GWBRIDGE
+
+    if network_name == GWBRIDGE:
+        return []
+    names = [sandbox_name, *aliases]
+    if hostname and hostname not in names:
+        names.append(hostname)
+    return names

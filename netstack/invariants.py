@@ -51,7 +51,7 @@ import sqlite3
 import subprocess
 from dataclasses import dataclass, field, replace
 
-from netstack.endpoint import Endpoint
+from netstack.endpoint import Endpoint, dns_names
 from netstack.network import Network
 from netstack.sandbox import HANDOFF, Sandbox
 from netstack.store import endpoint_from_dict, network_from_dict, sandbox_from_dict
@@ -384,11 +384,8 @@ def _query(key: str, name: str, timeout: float = 1.5, attempts: int = 3, *,
 
 
 def _names(st: State, e: Endpoint) -> list[str]:
-    s = st.sandboxes[e.sandbox_id]
-    names = [s.name, *e.aliases]
-    if s.hostname and s.hostname not in names:
-        names.append(s.hostname)
-    return names
+    s, n = st.sandboxes[e.sandbox_id], st.networks.get(e.network_id)
+    return dns_names(n.name if n is not None else "", s.name, s.hostname, e.aliases)
 
 
 def _check_dns(st: State) -> list[str]:
