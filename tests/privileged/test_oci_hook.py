@@ -271,7 +271,7 @@ def test_auto_remove_detaches_when_the_process_exits(host, daemon):
     procs = [subprocess.Popen(host.nsenter(["unshare", "--net", "sleep", "60"])) for _ in range(2)]
     try:
         deadline = time.monotonic() + 10
-        while any(os.readlink(f"/proc/{p.pid}/exe").endswith("nsenter") for p in procs) \
+        while not all(os.readlink(f"/proc/{p.pid}/exe").endswith("sleep") for p in procs) \
                 and time.monotonic() < deadline:
             time.sleep(0.01)   # nsenter execs unshare, which execs sleep: one pid, the new namespace
         c.sandbox_create({"Name": "auto", "Networks": ["autonet"], "Pid": procs[0].pid, "AutoRemove": True})

@@ -372,7 +372,7 @@ def test_same_namespace_rejoins_at_once_after_removal(lab):
     proc = subprocess.Popen(host.nsenter(["unshare", "--net", "sleep", "60"]))
     try:
         deadline = time.monotonic() + 10
-        while os.readlink(f"/proc/{proc.pid}/exe").endswith("nsenter") and time.monotonic() < deadline:
+        while not os.readlink(f"/proc/{proc.pid}/exe").endswith("sleep") and time.monotonic() < deadline:
             time.sleep(0.01)
         for round_ in range(5):
             c.sandbox_create({"Name": f"r{round_}", "Networks": ["re"], "Pid": proc.pid})
