@@ -122,12 +122,6 @@ def parse_vlan(parent: str) -> VlanParent | None:
     return VlanParent(base, vlan_id)
 
 
-def random_mac() -> str:
-    from netstack.kernel.links import random_mac as bridge_mac
-
-    return bridge_mac()
-
-
 def own_link_name(network_id: str) -> str:
     return f"pmv{network_id[:12]}"
 
@@ -320,7 +314,7 @@ class MacvlanDriver:
     def create_endpoint(self, network: Network, endpoint: Endpoint) -> Mapping[str, object]:
         if network.driver_state.get("mode") == "passthru":
             return {"mac": endpoint.mac}  # passthru takes the parent's MAC
-        return {"mac": endpoint.mac or random_mac()}
+        return {"mac": endpoint.mac or links.random_mac()}
 
     def delete_endpoint(self, network: Network, endpoint: Endpoint) -> None:
         pass

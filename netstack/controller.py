@@ -49,8 +49,6 @@ log = logging.getLogger("pynet.controller")
 #: network name -> driver of the networks every pynet has and nobody removes
 PREDEFINED_DRIVERS = {"none": "null", "host": "host"}
 
-#: the local bridge network giving sandboxes on global networks their egress
-
 
 def new_id() -> str:
     return secrets.token_hex(32)

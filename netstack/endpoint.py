@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netstack.network import GWBRIDGE
+
 
 @dataclass(frozen=True, slots=True)
 class PortBinding:
@@ -88,8 +90,6 @@ def dns_names(network_name: str, sandbox_name: str, hostname: str, aliases: list
     gateway bridge (egress only; Docker's docker_gwbridge endpoints disable
     resolution): every overlay sandbox is on it, so names there would leak
     across overlay networks that are isolated."""
-    from netstack.network import GWBRIDGE
-
     if network_name == GWBRIDGE:
         return []
     names = [sandbox_name, *aliases]

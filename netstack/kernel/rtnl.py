@@ -229,16 +229,11 @@ class Rtnl:
             if not index:
                 raise NotFound(f"veth {host}: gone right after it was made")
             try:
-                # One request: the alias, and no IPv6 address generation (a
-                # bridge port needs no link-local address; each one brings
-                # multicast neighbour entries, and the kernel walks the whole
-                # neighbour table on some link events: a cost that grew with
-                # every endpoint of the host).
-                try:
-                    self.request(RTM_NEWLINK, F_ACK, ifinfo(index) + attr(IFLA_IFALIAS, alias.encode() + b"\0")
-                                 + _NO_IPV6_ADDR_GEN, f"alias of link {index}")
-                except Internal:  # a kernel without IPv6 refuses the second half
-                    self.set_alias(index, alias)
+                # No IPv6 address generation either: a bridge port needs no
+                # link-local address, and each one brings multicast neighbour
+                # entries the kernel walks on some link events (a cost that
+                # grew with every endpoint of the host).
+                self.set_alias(index, alias, no_ipv6_link_local=True)
                 if master:
                     self.request(RTM_NEWLINK, F_ACK, ifinfo(index) + attr(IFLA_MASTER, struct.pack("=I", master)),
                                  f"veth {host} onto bridge {master}")
@@ -252,9 +247,18 @@ class Rtnl:
                      macvlan_request(name, parent=parent, mode=mode, mtu=mtu, mac=mac, netns_fd=netns_fd),
                      f"macvlan link {name}")
 
-    def set_alias(self, index: int, alias: str) -> None:
-        self.request(RTM_NEWLINK, F_ACK, ifinfo(index) + attr(IFLA_IFALIAS, alias.encode() + b"\0"),
-                     f"alias of link {index}")
+    def set_alias(self, index: int, alias: str, *, no_ipv6_link_local: bool = False) -> None:
+        """The alias, and with `no_ipv6_link_local` that too in the same
+        request (see `no_ipv6_link_local`; a kernel without IPv6 refuses
+        that half, and gets the alias alone)."""
+        body = ifinfo(index) + attr(IFLA_IFALIAS, alias.encode() + b"\0")
+        if no_ipv6_link_local:
+            try:
+                self.request(RTM_NEWLINK, F_ACK, body + _NO_IPV6_ADDR_GEN, f"alias of link {index}")
+                return
+            except Internal:
+                pass
+        self.request(RTM_NEWLINK, F_ACK, body, f"alias of link {index}")
 
     def set_hairpin(self, port: str) -> None:
         self.request(RTM_NEWLINK, F_ACK, hairpin_request(port), f"hairpin mode of bridge port {port}")
