@@ -693,7 +693,9 @@ def _kernel_paths(ctx: Ctx) -> dict[str, tuple[str, str, str]]:
 
 
 def fig_dataplane(ctx: Ctx) -> list[Result]:
-    rounds, secs = ctx.n(1, 3), ctx.n(5, 10)
+    # Single iperf3 runs here swing by ±20 %: many short interleaved rounds
+    # and medians say more than a few long ones.
+    rounds, secs = ctx.n(1, 9), ctx.n(5, 5)
     kcols = [("kernel-veth", "", "hand-made veth pair"), ("kernel-bridge", "", "hand-made veth+bridge")]
     scols = _stack_cols(ctx, ("pynet", "docker", "netavark", "cnifw"))
     res = _result(ctx, "dataplane", "TCP throughput, one iperf3 stream", "Gbit/s", kcols + scols,
