@@ -258,7 +258,8 @@ def fig_scale(ctx: Ctx) -> list[Result]:
                   command="each stack's attach as in the attach figure (Docker and pynet through the API); "
                           "the sandbox (container with --network none / pynet sandbox / fresh netns) is made "
                           "before each attach, untimed",
-                  note=f"the {n} attaches are interleaved across stacks; iptables lines are iptables-nft-save "
+                  note=f"one stack at a time, its {n} attaches interleaved with the by-hand floor's (the "
+                       "floor's column: beside pynet), everything removed before the next stack; iptables lines are iptables-nft-save "
                        "+ iptables-legacy-save in the stack's host namespace; the sanity check pings the "
                        "last sandbox from the first.")
     mem = _result(ctx, "memory", f"Daemon resident memory, idle and with {n} sandboxes attached", "MB",
@@ -267,6 +268,32 @@ def fig_scale(ctx: Ctx) -> list[Result]:
                           "containerd-shim-runc-v2 processes, shown apart; not networking, but what a Docker "
                           "sandbox costs)",
                   note="idle = right after the daemon started and answered; one sample each.")
+    # One stack at a time, each interleaved with the by-hand floor: another
+    # stack's 500 containers (Docker's: 500 shim processes) loading the
+    # machine would show as growth in whichever stack is measured.
+    stacks = [c for c in cols if c[1] != "kernel"]
+    floor = next((c for c in cols if c[1] == "kernel"), None)
+    for col, sk, label in stacks:
+        phase = [(col, sk, label)] + ([floor] if floor and res.ok(floor[0]) else [])
+        state = _scale_phase(ctx, res, mem, n, phase)
+        fs = state.get(floor[0]) if floor else None
+        if fs and fs["att"]:
+            ff, fl = summary(fs["att"][:20]), summary(fs["att"][-20:])
+            res.put("by-hand floor in the same phase: last/first", col,
+                    {"value": fl["median"] / ff["median"], "digits": 2})
+            if col == "pynet":  # the floor's own column: measured beside pynet
+                _first_last(res, floor[0], fs["att"], "attach")
+                res.put(f"total for {len(fs['att'])} attaches (s)", floor[0],
+                        {"value": sum(fs["att"]) / 1000, "digits": 1})
+    for col in mem.columns:
+        if col in res.errors and mem.ok(col):
+            mem.fail(col, res.errors[col])
+    return [res, mem]
+
+
+def _scale_phase(ctx: Ctx, res: Result, mem: Result, n: int, cols: list[tuple[str, str, str]]) -> dict[str, dict]:
+    """n attaches interleaved across `cols`, then checks, memory and
+    removal of all of it; returns each column's samples."""
     state: dict[str, dict] = {}
     for col, sk, _ in cols:
         def setup(col=col, sk=sk) -> None:
@@ -288,12 +315,16 @@ def fig_scale(ctx: Ctx) -> list[Result]:
                 ms, _ = timed(lambda: st.attach(s["net"], sb))
                 s["att"].append(ms)
             _guard(res, col, one)
-    print(f"  scale: {n} rounds in {time.monotonic() - t0:.0f}s", flush=True)
+    print(f"  scale ({', '.join(c for c, _, _ in cols)}): {n} rounds in {time.monotonic() - t0:.0f}s", flush=True)
     for col, sk, _ in cols:
         s = state.get(col)
         if not s:
             continue
         st = ctx.stacks[sk]
+        if sk == "kernel":  # the floor: the caller reports it; here only removed
+            _cleanup_sbs(st, s["sbs"])
+            st.remove_network(s["net"])
+            continue
         _first_last(res, col, s["att"], "attach")
         if s["att"]:
             res.put(f"total for {len(s['att'])} attaches (s)", col, {"value": sum(s["att"]) / 1000, "digits": 1})
@@ -321,10 +352,7 @@ def fig_scale(ctx: Ctx) -> list[Result]:
             st.remove_network(s["net"])
         except BaseException as exc:
             print(f"  {col}: remove network: {exc}", flush=True)
-    for col in mem.columns:
-        if col in res.errors and mem.ok(col):
-            mem.fail(col, res.errors[col])
-    return [res, mem]
+    return state
 
 
 # ==========================================================================
