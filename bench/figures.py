@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -113,14 +114,18 @@ def _stack_cols(ctx: Ctx, keys: Sequence[str], suffix: str = "") -> list[tuple[s
     return out
 
 
+def _growth(samples: list[float], k: int = 20) -> float:
+    """Median of the last k over median of the first k."""
+    return statistics.median(samples[-k:]) / statistics.median(samples[:k])
+
+
 def _first_last(res: Result, col: str, samples: list[float], what: str, k: int = 20) -> None:
     if not samples:
         return
     first, last = samples[:k], samples[-k:]
     res.put(f"{what}: first {len(first)}", col, summary(first))
     res.put(f"{what}: last {len(last)}", col, summary(last))
-    sf, sl = summary(first), summary(last)
-    res.put(f"{what}: last/first (medians)", col, {"value": sl["median"] / sf["median"], "digits": 2})
+    res.put(f"{what}: last/first (medians)", col, {"value": _growth(samples, k), "digits": 2})
 
 
 def _sanity(res: Result, col: str, ok: int, total: int) -> None:
@@ -259,9 +264,9 @@ def fig_scale(ctx: Ctx) -> list[Result]:
                           "the sandbox (container with --network none / pynet sandbox / fresh netns) is made "
                           "before each attach, untimed",
                   note=f"one stack at a time, its {n} attaches interleaved with the by-hand floor's (the "
-                       "floor's column: beside pynet), everything removed before the next stack; iptables lines are iptables-nft-save "
-                       "+ iptables-legacy-save in the stack's host namespace; the sanity check pings the "
-                       "last sandbox from the first.")
+                       "floor's column: beside pynet), everything removed before the next stack; iptables "
+                       "lines are iptables-nft-save + iptables-legacy-save in the stack's host namespace; the "
+                       "sanity check pings the last sandbox from the first.")
     mem = _result(ctx, "memory", f"Daemon resident memory, idle and with {n} sandboxes attached", "MB",
                   _stack_cols(ctx, ("pynet", "docker")),
                   command="VmRSS from /proc: pynetd (+children); dockerd, containerd (and the "
@@ -271,29 +276,29 @@ def fig_scale(ctx: Ctx) -> list[Result]:
     # One stack at a time, each interleaved with the by-hand floor: another
     # stack's 500 containers (Docker's: 500 shim processes) loading the
     # machine would show as growth in whichever stack is measured.
-    stacks = [c for c in cols if c[1] != "kernel"]
     floor = next((c for c in cols if c[1] == "kernel"), None)
-    for col, sk, label in stacks:
+    for col, sk, label in (c for c in cols if c is not floor):
         phase = [(col, sk, label)] + ([floor] if floor and res.ok(floor[0]) else [])
-        state = _scale_phase(ctx, res, mem, n, phase)
+        state = _scale_attaches(ctx, res, n, phase)
+        if col in state:
+            _scale_report(ctx, res, mem, col, sk, state[col])
         fs = state.get(floor[0]) if floor else None
         if fs and fs["att"]:
-            ff, fl = summary(fs["att"][:20]), summary(fs["att"][-20:])
-            res.put("by-hand floor in the same phase: last/first", col,
-                    {"value": fl["median"] / ff["median"], "digits": 2})
+            res.put("by-hand floor in the same phase: last/first", col, {"value": _growth(fs["att"]), "digits": 2})
             if col == "pynet":  # the floor's own column: measured beside pynet
-                _first_last(res, floor[0], fs["att"], "attach")
-                res.put(f"total for {len(fs['att'])} attaches (s)", floor[0],
-                        {"value": sum(fs["att"]) / 1000, "digits": 1})
+                _scale_report(ctx, res, mem, floor[0], floor[1], fs, checks=False)
+        for c, csk, _ in phase:
+            if c in state:
+                _scale_remove(ctx, res, c, csk, state[c], record=c == col)
     for col in mem.columns:
         if col in res.errors and mem.ok(col):
             mem.fail(col, res.errors[col])
     return [res, mem]
 
 
-def _scale_phase(ctx: Ctx, res: Result, mem: Result, n: int, cols: list[tuple[str, str, str]]) -> dict[str, dict]:
-    """n attaches interleaved across `cols`, then checks, memory and
-    removal of all of it; returns each column's samples."""
+def _scale_attaches(ctx: Ctx, res: Result, n: int, cols: list[tuple[str, str, str]]) -> dict[str, dict]:
+    """n attaches interleaved across `cols`; each column's network,
+    sandboxes and attach times."""
     state: dict[str, dict] = {}
     for col, sk, _ in cols:
         def setup(col=col, sk=sk) -> None:
@@ -316,43 +321,46 @@ def _scale_phase(ctx: Ctx, res: Result, mem: Result, n: int, cols: list[tuple[st
                 s["att"].append(ms)
             _guard(res, col, one)
     print(f"  scale ({', '.join(c for c, _, _ in cols)}): {n} rounds in {time.monotonic() - t0:.0f}s", flush=True)
-    for col, sk, _ in cols:
-        s = state.get(col)
-        if not s:
-            continue
-        st = ctx.stacks[sk]
-        if sk == "kernel":  # the floor: the caller reports it; here only removed
-            _cleanup_sbs(st, s["sbs"])
-            st.remove_network(s["net"])
-            continue
-        _first_last(res, col, s["att"], "attach")
-        if s["att"]:
-            res.put(f"total for {len(s['att'])} attaches (s)", col, {"value": sum(s["att"]) / 1000, "digits": 1})
-
-        def checks(st=st, s=s, col=col) -> None:
-            res.put("iptables lines before → after", col, f"{s['lines0']} → {st.iptables_lines()}")
-            if len(s["sbs"]) >= 2:
-                a, b = s["sbs"][0], s["sbs"][-1]
-                ns, ip = sandbox_netns(st, a), st.ip_of(s["net"], b)
-                _sanity(res, col, int(bool(ns and ip and ping(ns, ip))), 1)
-            rss = st.daemon_rss()
-            if col in mem.columns and rss:
-                idle = ctx.idle_rss.get(sk, {})
-                for k, v in rss.items():
-                    if k.endswith("count"):
-                        mem.put(f"{k} at {len(s['sbs'])}", col, {"value": v, "digits": 0})
-                    else:
-                        mem.put(f"{k}: idle", col, {"value": idle.get(k, 0.0), "digits": 1})
-                        mem.put(f"{k}: at {len(s['sbs'])} sandboxes", col, {"value": v, "digits": 1})
-        _guard(res, col, checks)
-        rm = _cleanup_sbs(st, s["sbs"])
-        if rm:
-            res.put("remove sandbox (all)", col, summary(rm))
-        try:
-            st.remove_network(s["net"])
-        except BaseException as exc:
-            print(f"  {col}: remove network: {exc}", flush=True)
     return state
+
+
+def _scale_report(ctx: Ctx, res: Result, mem: Result, col: str, sk: str, s: dict, *, checks: bool = True) -> None:
+    """First/last attach cost and the total; with `checks`, also iptables
+    lines, a ping across the network and the daemon's memory."""
+    st = ctx.stacks[sk]
+    _first_last(res, col, s["att"], "attach")
+    if s["att"]:
+        res.put(f"total for {len(s['att'])} attaches (s)", col, {"value": sum(s["att"]) / 1000, "digits": 1})
+    if not checks:
+        return
+
+    def check() -> None:
+        res.put("iptables lines before → after", col, f"{s['lines0']} → {st.iptables_lines()}")
+        if len(s["sbs"]) >= 2:
+            a, b = s["sbs"][0], s["sbs"][-1]
+            ns, ip = sandbox_netns(st, a), st.ip_of(s["net"], b)
+            _sanity(res, col, int(bool(ns and ip and ping(ns, ip))), 1)
+        rss = st.daemon_rss()
+        if col in mem.columns and rss:
+            idle = ctx.idle_rss.get(sk, {})
+            for k, v in rss.items():
+                if k.endswith("count"):
+                    mem.put(f"{k} at {len(s['sbs'])}", col, {"value": v, "digits": 0})
+                else:
+                    mem.put(f"{k}: idle", col, {"value": idle.get(k, 0.0), "digits": 1})
+                    mem.put(f"{k}: at {len(s['sbs'])} sandboxes", col, {"value": v, "digits": 1})
+    _guard(res, col, check)
+
+
+def _scale_remove(ctx: Ctx, res: Result, col: str, sk: str, s: dict, *, record: bool) -> None:
+    st = ctx.stacks[sk]
+    rm = _cleanup_sbs(st, s["sbs"])
+    if rm and record:
+        res.put("remove sandbox (all)", col, summary(rm))
+    try:
+        st.remove_network(s["net"])
+    except BaseException as exc:
+        print(f"  {col}: remove network: {exc}", flush=True)
 
 
 # ==========================================================================
@@ -723,7 +731,7 @@ def _kernel_paths(ctx: Ctx) -> dict[str, tuple[str, str, str]]:
 def fig_dataplane(ctx: Ctx) -> list[Result]:
     # Single iperf3 runs here swing by ±20 %: many short interleaved rounds
     # and medians say more than a few long ones.
-    rounds, secs = ctx.n(1, 9), ctx.n(5, 5)
+    rounds, secs = ctx.n(1, 9), 5
     kcols = [("kernel-veth", "", "hand-made veth pair"), ("kernel-bridge", "", "hand-made veth+bridge")]
     scols = _stack_cols(ctx, ("pynet", "docker", "netavark", "cnifw"))
     res = _result(ctx, "dataplane", "TCP throughput, one iperf3 stream", "Gbit/s", kcols + scols,
