@@ -75,6 +75,36 @@ def parse_options(network: Network) -> BridgeConfig:
     )
 
 
+def gateway_addresses(network: Network) -> list[tuple[str, int]]:
+    return [(c.gateway, ipaddress.ip_network(c.subnet).prefixlen) for c in network.ipv4 + network.ipv6 if c.gateway]
+
+
+def default_gateways(network: Network) -> tuple[str, str]:
+    """The (IPv4, IPv6) next hops a sandbox's default routes take; none on
+    an internal network."""
+    if network.internal:
+        return "", ""
+    return (next((c.gateway for c in network.ipv4 if c.gateway), "") or "",
+            next((c.gateway for c in network.ipv6 if c.gateway), "") or "")
+
+
+def create_gateway_bridge(ipr: object, name: str, network: Network, *, alias: str, mtu: int) -> None:
+    """A bridge holding the network's gateway addresses, with forwarding
+    on: the host routes its sandboxes' traffic (the bridge and overlay
+    drivers).  Removed again if any step fails."""
+    links.create_bridge(ipr, name, alias=alias, mtu=mtu, addresses=gateway_addresses(network))  # type: ignore[arg-type]
+    try:
+        # The host reaches published ports through 127.0.0.1: DNAT'd
+        # packets keep a loopback source until POSTROUTING masquerades it.
+        links.set_if_sysctl(4, name, "route_localnet", "1")
+        links.set_sysctl("net/ipv4/ip_forward", "1")
+        if network.ipv6:
+            links.set_sysctl("net/ipv6/conf/all/forwarding", "1")
+    except Exception:
+        links.delete_link(ipr, name)  # type: ignore[arg-type]
+        raise
+
+
 def host_ifname(endpoint_id: str) -> str:
     # Deterministic, so teardown can recompute it from the endpoint id alone.
     return f"pnv{endpoint_id[:12]}"
@@ -103,23 +133,7 @@ class BridgeDriver:
 
     def create_network(self, network: Network) -> Mapping[str, object]:
         cfg = parse_options(network)
-        addresses = []
-        for c in network.ipv4 + network.ipv6:
-            if c.gateway:
-                addresses.append((c.gateway, ipaddress.ip_network(c.subnet).prefixlen))
-        links.create_bridge(
-            self._ipr, cfg.bridge, alias=links.alias_for(NAME, network.id), mtu=cfg.mtu, addresses=addresses
-        )
-        try:
-            # The host reaches published ports through 127.0.0.1: DNAT'd
-            # packets keep a loopback source until POSTROUTING masquerades it.
-            links.set_if_sysctl(4, cfg.bridge, "route_localnet", "1")
-            links.set_sysctl("net/ipv4/ip_forward", "1")
-            if network.ipv6:
-                links.set_sysctl("net/ipv6/conf/all/forwarding", "1")
-        except Exception:
-            links.delete_link(self._ipr, cfg.bridge)
-            raise
+        create_gateway_bridge(self._ipr, cfg.bridge, network, alias=links.alias_for(NAME, network.id), mtu=cfg.mtu)
         return {"bridge": cfg.bridge, "mtu": cfg.mtu}
 
     def delete_network(self, network: Network) -> None:
@@ -158,9 +172,8 @@ class BridgeDriver:
                                                 master=master, alias=links.alias_for("endpoint", endpoint.id))
         finally:
             os.close(fd)
-        gw4 = next((c.gateway for c in network.ipv4 if c.gateway), "") if not network.internal else ""
-        gw6 = next((c.gateway for c in network.ipv6 if c.gateway), "") if not network.internal else ""
-        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, gateway4=gw4 or "", gateway6=gw6 or "", mtu=mtu,
+        gw4, gw6 = default_gateways(network)
+        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, gateway4=gw4, gateway6=gw6, mtu=mtu,
                           sandbox_ifindex=peer_index if sandbox_key != HANDOFF else 0)
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:

@@ -133,8 +133,8 @@ def reach(lab: Any) -> dict[str, float]:
         mtu = str(json.loads(link)[0]["mtu"])
         assert mtu == "1450", f"overlay MTU inside the sandbox is {mtu}, expected 1450 (1500 - 50)"
         route = in_sandbox(hosts[0], boxes[0][1], ["ip", "route", "show", "default"]).stdout
-        assert "eth1" in route, f"no default route through the gateway bridge: {route!r}"
-        say("MTU 1450 on the overlay, default route through pynet_gwbridge")
+        assert "via 10.210.1.1 dev eth0" in route, f"no default route through the overlay's gateway: {route!r}"
+        say("MTU 1450 on the overlay, default route through the overlay's gateway on the sandbox's own host")
     finally:
         remove(lab, net, boxes)
     return figures

@@ -772,11 +772,20 @@ class ClusterAgent:
         if any(n.name == net.name for n in ctrl.networks.values()):
             log.warning("cluster: network %s (%s) not adopted: a local network has that name", net.name, net.short_id)
             return
+        clash = ctrl.subnet_clash(net)
+        if clash:
+            log.error("cluster: network %s (%s) not adopted: %s", net.name, net.short_id, clash)
+            return
         driver = ctrl._driver(net.driver)
         net.state = "creating"
         ctrl._commit(networks=[net])
         try:
             net.driver_state = dict(driver.create_network(net))
+            try:
+                ctrl._program_network(net, driver)
+            except Exception:
+                ctrl._collect(lambda: driver.delete_network(net))
+                raise
         except Exception as exc:
             ctrl._forget_network(net)
             log.error("cluster: cannot make network %s on this host: %s", net.name, exc)
@@ -792,7 +801,8 @@ class ClusterAgent:
             sb = ctrl.sandboxes.get(ep.sandbox_id)
             if sb is not None:
                 ctrl._disconnect(net, sb, ep)
-        errors = ctrl._collect(lambda: ctrl._driver(net.driver).delete_network(net))
+        driver = ctrl._driver(net.driver)
+        errors = ctrl._collect(lambda: ctrl._unprogram_network(net, driver), lambda: driver.delete_network(net))
         ctrl._forget_network(net)
         self.remote.pop(net.id, None)
         records = getattr(ctrl.dns, "records", None)

@@ -36,7 +36,7 @@ from netstack.errors import (
     Conflict, Forbidden, InvalidParameter, NotFound, PynetError, Unavailable,
 )
 from netstack.ipamapi import LOCAL, GLOBAL, Ipam, PoolRequest
-from netstack.network import GWBRIDGE, PREDEFINED, IpamConfig, Network
+from netstack.network import PREDEFINED, IpamConfig, Network
 from netstack.requests import Attachment, EndpointConfig, NetworkCreate, SandboxCreate
 from netstack.sandbox import HANDOFF, Sandbox
 from netstack.store import Store
@@ -228,6 +228,9 @@ class Controller:
                 net.ipv6 = self._allocate_pools(net, v6, undo, driver.capability.needs_gateway)
             if isinstance(driver, HostAddressing):
                 self._reserve_host_addresses(net, driver.reserved_addresses(net))
+            clash = self.subnet_clash(net)
+            if clash:
+                raise Conflict(f"invalid pool request: {clash}")
             warning = ""
             if scope == GLOBAL:
                 warning = self.cluster.create_network(net)  # type: ignore[attr-defined]
@@ -255,7 +258,7 @@ class Controller:
                 pool=validation.parse_subnet(r.subnet) if r and r.subnet else None,
                 sub_pool=validation.parse_subnet(r.ip_range) if r and r.ip_range else None,
                 v6=bool(r and r.subnet and ":" in r.subnet),
-                exclude=tuple(self._host_routes()) if not (r and r.subnet) else (),
+                exclude=tuple(self._host_routes(net.scope)) if not (r and r.subnet) else (),
                 aux_addresses=tuple(ipaddress.ip_address(a) for _, a in (r.aux_addresses if r else ())),
             )
             ipam = self._ipam_for(net)
@@ -287,11 +290,32 @@ class Controller:
                         continue
                     c.aux_addresses[name] = str(self.ipam.request_address(c.pool_id, ipaddress.ip_address(address)))
 
-    def _host_routes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    def _host_routes(self, scope: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Routes a new network of `scope` must not overlap: all but those of
+        its own address space's networks (whose IPAM knows them), so local
+        and global networks avoid each other's subnets too."""
         from netstack.kernel import links
 
-        own = {c.subnet for n in self.networks.values() for c in n.ipv4 + n.ipv6}
+        own = {c.subnet for n in self.networks.values() if n.scope == scope for c in n.ipv4 + n.ipv6}
         return [ipaddress.ip_network(r) for r in links.routed_networks() if r not in own]
+
+    def subnet_clash(self, net: Network) -> str:
+        """Why `net` cannot live on this host beside its networks of the
+        other address space ('' if it can).  Bridge and overlay networks
+        both hold their gateway on a bridge of this host, in one routing
+        table; two IPAMs, one per space, do not see each other's pools."""
+        from netstack.ipam import overlaps
+
+        if not self._driver(net.driver).capability.masquerades:
+            return ""
+        for other in self.networks.values():
+            if other.scope == net.scope or other.id == net.id or not self._driver(other.driver).capability.masquerades:
+                continue
+            for a in net.ipv4 + net.ipv6:
+                for b in other.ipv4 + other.ipv6:
+                    if overlaps(ipaddress.ip_network(a.subnet), ipaddress.ip_network(b.subnet)):
+                        return f"subnet {a.subnet} overlaps {b.subnet} of network {other.name} on this host"
+        return ""
 
     def _forget_network(self, net: Network) -> None:
         with self.store.transaction() as tx:
@@ -606,9 +630,8 @@ class Controller:
                                 claim: tuple[object, list[IpamConfig]], undo: contextlib.ExitStack) -> None:
         """Local work that needs no cluster address, done while the txn is
         in flight, then the wait for it (its failure unwinds all of it)."""
-        self.endpoints[ep.id] = ep  # the gateway bridge endpoint takes the next interface name
+        self.endpoints[ep.id] = ep  # one of the sandbox's endpoints for the resolver listener below
         undo.callback(self.endpoints.pop, ep.id, None)
-        self._attach_gwbridge(net, sb, undo)
         self._rtnl(sb)  # opened now if this is the sandbox's first interface
         if sb.key != HANDOFF and self.dns is not None and not any(
                 e.id != ep.id and self.dns.serves(self.networks[e.network_id].driver)  # type: ignore[attr-defined]
@@ -624,28 +647,6 @@ class Controller:
                 ep.ipv4 = _cidr(str(addr), c.subnet)
             else:
                 ep.ipv6 = _cidr(str(addr), c.subnet)
-
-    def _attach_gwbridge(self, net: Network, sb: Sandbox, undo: contextlib.ExitStack) -> None:
-        """Egress for a sandbox on a (non-internal) global network: a second
-        endpoint on a local bridge network, Docker's docker_gwbridge role;
-        the overlay itself gives no default route."""
-        if net.internal or any(self.networks[e.network_id].name == GWBRIDGE for e in self.endpoints_of_sandbox(sb.id)):
-            return
-        gw = next((n for n in self.networks.values() if n.name == GWBRIDGE), None)
-        if gw is None:
-            gw, _ = self._create_network(NetworkCreate(name=GWBRIDGE, driver="bridge", options=(
-                ("com.docker.network.bridge.name", GWBRIDGE), ("com.docker.network.bridge.enable_icc", "false"))))
-        self._connect(gw, sb, EndpointConfig())
-        undo.callback(self._disconnect_quiet, gw, sb)
-
-    def _detach_gwbridge(self, sb: Sandbox) -> None:
-        """Drop the gateway bridge endpoint once no global network needs it."""
-        eps = self.endpoints_of_sandbox(sb.id)
-        gw = next((e for e in eps if self.networks[e.network_id].name == GWBRIDGE), None)
-        needed = any(self.networks[e.network_id].scope == GLOBAL and not self.networks[e.network_id].internal
-                     for e in eps)
-        if gw is not None and not needed:
-            self._disconnect(self.networks[gw.network_id], sb, gw)
 
     def _heal_network(self, net: Network) -> None:
         """For a LowerLinked driver: re-make the network's kernel objects and
@@ -807,8 +808,6 @@ class Controller:
             self._release_addresses(net, ep)
         self._forget_endpoint(ep)
         crashpoint("disconnect:forgotten")
-        if net.scope == GLOBAL and sb.state != "deleting":
-            errors += self._collect(lambda: self._detach_gwbridge(sb))
         if sb.state != "deleting":
             errors += self._collect(
                 lambda: self._update_gateway(sb) if sb.key != HANDOFF else None, lambda: self._write_files(sb)
@@ -914,8 +913,7 @@ class Controller:
     # -------------------------------------------------------------------- DNS
 
     def _dns_names(self, sb: Sandbox, ep: Endpoint) -> list[str]:
-        net = self.networks.get(ep.network_id)
-        return dns_names(net.name if net is not None else "", sb.name, sb.hostname, ep.aliases)
+        return dns_names(sb.name, sb.hostname, ep.aliases)
 
     def _add_dns(self, net: Network, sb: Sandbox, ep: Endpoint) -> None:
         if self.dns is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netstack.network import GWBRIDGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +83,9 @@ class EndpointTable(dict[str, Endpoint]):
         return list(self._by_network.get(network_id, {}).values())
 
 
-def dns_names(network_name: str, sandbox_name: str, hostname: str, aliases: list[str]) -> list[str]:
+def dns_names(sandbox_name: str, hostname: str, aliases: list[str]) -> list[str]:
     """The names an endpoint answers to on its network's embedded DNS: the
-    sandbox's name, the endpoint's aliases and the hostname.  None on the
-    gateway bridge (egress only; Docker's docker_gwbridge endpoints disable
-    resolution): every overlay sandbox is on it, so names there would leak
-    across overlay networks that are isolated."""
-    if network_name == GWBRIDGE:
-        return []
+    sandbox's name, the endpoint's aliases and the hostname."""
     names = [sandbox_name, *aliases]
     if hostname and hostname not in names:
         names.append(hostname)

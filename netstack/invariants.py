@@ -384,8 +384,8 @@ def _query(key: str, name: str, timeout: float = 1.5, attempts: int = 3, *,
 
 
 def _names(st: State, e: Endpoint) -> list[str]:
-    s, n = st.sandboxes[e.sandbox_id], st.networks.get(e.network_id)
-    return dns_names(n.name if n is not None else "", s.name, s.hostname, e.aliases)
+    s = st.sandboxes[e.sandbox_id]
+    return dns_names(s.name, s.hostname, e.aliases)
 
 
 def _check_dns(st: State) -> list[str]:

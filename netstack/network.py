@@ -52,7 +52,3 @@ class Network:
 
 
 PREDEFINED = ("bridge", "host", "none")
-
-#: the local bridge network that gives sandboxes on (non-internal) global
-#: networks their egress: Docker's docker_gwbridge role
-GWBRIDGE = "pynet_gwbridge"

@@ -3,7 +3,10 @@
 Per network and host (made eagerly on every host of the cluster, when the
 network appears in the cluster store):
 
-    pob-<id11>  a Linux bridge, no address: the hosts are not on the overlay
+    pob-<id11>  a Linux bridge holding the network's gateway address: the
+                same address on every host (an anycast gateway), so each
+                host routes its own sandboxes' egress, NAT'd like a bridge
+                network's, and serves their published ports
     pox-<id11>  a VXLAN device on it: VNI from the cluster store, UDP 4789,
                 local = this host's advertised address, learning off,
                 ARP/ND proxy on
@@ -11,8 +14,14 @@ network appears in the cluster store):
 
 Remote endpoints are programmed as static FDB + neighbour entries (see
 peers.py) by whoever knows them — the cluster agent, from its etcd watch —
-through `set_peers`; `reconcile` repairs drift.  Join sets no default
-route: egress goes through the local gateway bridge the controller adds.
+through `set_peers`; `reconcile` repairs drift.
+
+The gateway address never crosses the VXLAN: the device answers ARP and
+neighbour solicitations from its table of remote endpoints (proxy on) and
+drops the rest, so a sandbox's request for the gateway is answered by its
+own host's bridge only.  Docker instead gives each overlay sandbox a second
+interface on docker_gwbridge; one interface is half the kernel work of an
+attach, and leaves no second subnet to clash with the hosts' LANs.
 """
 
 from __future__ import annotations
@@ -22,10 +31,11 @@ import os
 from typing import Callable, Mapping
 
 from netstack.driverapi import GLOBAL, Capability, JoinResult
+from netstack.drivers.bridge import create_gateway_bridge, default_gateways
 from netstack.kernel.links import random_mac
 from netstack.drivers.overlay import neigh
 from netstack.drivers.overlay import peers as peerplan
-from netstack.drivers.overlay.options import VXLAN_OVERHEAD, VXLAN_PORT, parse_options
+from netstack.drivers.overlay.options import VXLAN_OVERHEAD, VXLAN_PORT, OverlayConfig, parse_options
 from netstack.drivers.overlay.peers import Peer
 from netstack.endpoint import Endpoint
 from netstack.errors import Conflict, Internal, NotFound, Unavailable
@@ -56,7 +66,7 @@ def host_ifname(endpoint_id: str) -> str:
 
 class OverlayDriver:
     name = NAME
-    capability = Capability(data_scope=GLOBAL, connectivity_scope=GLOBAL)
+    capability = Capability(data_scope=GLOBAL, connectivity_scope=GLOBAL, publishes_ports=True, masquerades=True)
 
     def __init__(self) -> None:
         self._ipr = links.host()
@@ -158,6 +168,9 @@ class OverlayDriver:
         if not self.local_vtep:
             raise Unavailable(NO_CLUSTER)
 
+    def config(self, network: Network) -> OverlayConfig:
+        return parse_options(network)
+
     def create_network(self, network: Network) -> Mapping[str, object]:
         cfg = parse_options(network)
         if not self.local_vtep:
@@ -166,7 +179,7 @@ class OverlayDriver:
             raise Internal(f"overlay network {network.name} has no VNI: the cluster store allocates it")
         mtu = self.mtu(network)
         br, vx = bridge_name(network.id), vxlan_name(network.id)
-        links.create_bridge(self._ipr, br, alias=links.alias_for(NAME, network.id), mtu=mtu, addresses=[])
+        create_gateway_bridge(self._ipr, br, network, alias=links.alias_for(NAME, network.id), mtu=mtu)
         try:
             links.create_vxlan(self._ipr, vx, alias=links.alias_for(VXLAN_ALIAS_KIND, network.id), vni=cfg.vni,
                                local=self.local_vtep, port=VXLAN_PORT, mtu=mtu, master=br)
@@ -222,8 +235,10 @@ class OverlayDriver:
                                                 master=master, alias=links.alias_for("endpoint", endpoint.id))
         finally:
             os.close(fd)
+        gw4, gw6 = default_gateways(network)
         # The echoed index spares the controller a lookup in the sandbox.
-        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, mtu=mtu, sandbox_ifindex=peer_index)
+        return JoinResult(host_ifname=veth, sandbox_ifname=ifname, gateway4=gw4, gateway6=gw6, mtu=mtu,
+                          sandbox_ifindex=peer_index)
 
     def leave(self, network: Network, endpoint: Endpoint, sandbox_key: str) -> None:
         # Cut off now, deleted in the background (the peer goes with it).

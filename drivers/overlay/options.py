@@ -33,6 +33,12 @@ MAX_VNI = (1 << 24) - 1
 class OverlayConfig:
     vni: int | None = None           # None until the cluster store allocated one
     mtu: int | None = None           # None: derived from the underlay
+    # Fixed: the firewall treats an overlay's local bridge as a bridge
+    # network's (sandboxes talk freely, egress masqueraded, ports on all
+    # host addresses); Docker's overlay has no options for these either.
+    icc: bool = True
+    masquerade: bool = True
+    host_binding_ipv4: str = ""
 
 
 def parse_vni(text: str) -> int:

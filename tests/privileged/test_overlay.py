@@ -123,10 +123,10 @@ def etcd_keys(h, prefix: str) -> dict[str, str]:
 
 
 def test_a_failed_attach_undoes_its_claim_record_and_links(lab):
-    """The claim + record txn is in flight while the sandbox's interfaces
-    are made; here the gateway bridge's interface (eth1) clashes with one
-    made by hand, after the overlay's veth: the attach fails and leaves no
-    address claim, no endpoint record, no link; the next attach works."""
+    """The claim + record txn is in flight while the sandbox's interface
+    is made; here the overlay's veth (eth0) clashes with one made by hand:
+    the attach fails and leaves no address claim, no endpoint record, no
+    link; the next attach works."""
     h1, h2 = lab.hosts[0], lab.hosts[1]
 
     def links(h):
@@ -136,20 +136,20 @@ def test_a_failed_attach_undoes_its_claim_record_and_links(lab):
     boxes = [(h2, "u0"), (h2, "u1")]
     try:
         net_id = json.loads(scenarios.pynet(h1, "network", "inspect", "ov-undo").stdout)[0]["Id"]
-        scenarios.pynet(h2, "sandbox", "create", "--name", "u0", "--network", "ov-undo")   # gateway bridge made
+        scenarios.pynet(h2, "sandbox", "create", "--name", "u0", "--network", "ov-undo")
         scenarios.pynet(h2, "sandbox", "create", "--name", "u1")
-        r = scenarios.in_sandbox(h2, "u1", ["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "x1"])
+        r = scenarios.in_sandbox(h2, "u1", ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "x1"])
         assert r.returncode == 0, r.stderr
         claims, records = etcd_keys(h2, "/pynet/ipam/10.210.6.0_24/"), etcd_keys(h2, f"/pynet/endpoints/{net_id}/")
         before = links(h2)
         r = scenarios.pynet(h2, "network", "connect", "ov-undo", "u1", check=False)
-        assert r.returncode != 0 and "eth1" in r.stderr, r.stderr
+        assert r.returncode != 0 and "eth0" in r.stderr, r.stderr
         scenarios.wait_until("the failed attach's links are gone", lambda: links(h2) == before, 5)
         after = etcd_keys(h2, "/pynet/ipam/10.210.6.0_24/")
         assert {k: v for k, v in after.items() if not k.endswith("~next")} == \
             {k: v for k, v in claims.items() if not k.endswith("~next")}
         assert etcd_keys(h2, f"/pynet/endpoints/{net_id}/") == records
-        scenarios.in_sandbox(h2, "u1", ["ip", "link", "del", "eth1"])
+        scenarios.in_sandbox(h2, "u1", ["ip", "link", "del", "eth0"])
         scenarios.pynet(h2, "network", "connect", "ov-undo", "u1")
         assert len(etcd_keys(h2, f"/pynet/endpoints/{net_id}/")) == len(records) + 1
         scenarios.wait_until("u0 pings u1", lambda: scenarios.ping(h2, "u0", "u1"), 5)
@@ -175,23 +175,65 @@ def test_advertising_an_address_the_host_lacks_is_refused(host):
     assert Conflict  # the clash with another live host is covered in tests/unit/test_etcd_cluster.py
 
 
-def test_names_do_not_leak_across_overlays_through_the_gateway_bridge(lab):
-    """Sandboxes on two different (non-internal) overlays both have an
-    endpoint on pynet_gwbridge, for egress; that endpoint gives no names
-    (Docker's docker_gwbridge endpoints disable resolution), so neither
-    resolves the other, while each resolves a peer on its own overlay."""
-    h1 = lab.hosts[0]
+PEER_ECHO = ("import socket,sys;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+             "s.bind((sys.argv[1],{port}));s.listen();s.settimeout(20);c,a=s.accept();c.sendall(a[0].encode());c.close()")
+
+
+def test_egress_ports_and_isolation_through_the_local_anycast_gateway(lab):
+    """An overlay sandbox has one interface; its default route is the
+    network's gateway address, held by its own host's overlay bridge (every
+    host holds the same address).  Through it: traffic to another machine
+    (h2's underlay address) leaves as h1's address (masqueraded); a port
+    published by the sandbox answers on h1's address from h2; a sandbox on
+    another overlay is unreachable, by address and by name."""
+    h1, h2 = lab.hosts[0], lab.hosts[1]
+    boxes = [(h1, "na1"), (h1, "na2"), (h1, "nb1")]
     try:
         scenarios.create_network(lab, "ov-na", "10.210.11.0/24")
         scenarios.create_network(lab, "ov-nb", "10.210.12.0/24")
-        for sb, net in (("na1", "ov-na"), ("na2", "ov-na"), ("nb1", "ov-nb")):
-            scenarios.pynet(h1, "sandbox", "create", "--name", sb, "--network", net)
-        info = json.loads(scenarios.pynet(h1, "sandbox", "inspect", "nb1").stdout)
-        nets = (info[0] if isinstance(info, list) else info)["Networks"]
-        assert "pynet_gwbridge" in nets
+        scenarios.pynet(h1, "sandbox", "create", "--name", "na1", "--network", "ov-na", "-p", "18080:7070")
+        scenarios.pynet(h1, "sandbox", "create", "--name", "na2", "--network", "ov-na")
+        scenarios.pynet(h1, "sandbox", "create", "--name", "nb1", "--network", "ov-nb")
+        links = scenarios.in_sandbox(h1, "na1", ["ip", "-o", "link", "show"]).stdout
+        assert [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()] == ["lo", "eth0"], links
+        route = scenarios.in_sandbox(h1, "na1", ["ip", "route", "show", "default"]).stdout
+        assert route.split()[:5] == ["default", "via", "10.210.11.1", "dev", "eth0"], route
+        for h in (h1, h2):
+            addrs = scenarios.run(h.argv(["ip", "-4", "-o", "addr", "show"])).stdout
+            assert "inet 10.210.11.1/24" in addrs, f"no gateway address on {h.name}'s overlay bridge:\n{addrs}"
+
+        # Egress: h2 sees h1's underlay address, not the sandbox's.
+        port = 17070
+        srv = subprocess.Popen(h2.argv(["python3", "-c", PEER_ECHO.format(port=port), h2.addr]),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            r = scenarios.in_sandbox(h1, "na1", ["python3", "-c", scenarios.TCP_CLIENT.format(port=port), h2.addr])
+            assert r.returncode == 0, f"na1 -> {h2.addr}:{port} failed: {r.stderr.strip()}"
+            assert r.stdout.strip() == h1.addr, f"h2 saw {r.stdout.strip()!r}, expected h1's address {h1.addr}"
+        finally:
+            srv.kill()
+            srv.wait()
+
+        # A published port, from another machine.
+        srv = subprocess.Popen(h1.pynet_argv("sandbox", "exec", "na1", "--", "python3", "-c",
+                                             scenarios.TCP_SERVER.format(port=7070), "na1"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            r = scenarios.run(h2.argv(["python3", "-c", scenarios.TCP_CLIENT.format(port=18080), h1.addr]), check=False)
+            assert r.stdout.strip() == "pong from na1", f"published port 18080 on {h1.addr}: {r.stdout!r} {r.stderr!r}"
+        finally:
+            srv.kill()
+            srv.wait()
+
+        # Isolation: overlays are networks of their own, as bridges are.
+        nb1 = scenarios.in_sandbox(h1, "nb1", ["ip", "-4", "-o", "addr", "show", "eth0"]).stdout.split()[3].split("/")[0]
+        assert scenarios.ping(h1, "na1", "na2")
+        assert not scenarios.ping(h1, "na1", nb1), "a sandbox reached another overlay through the gateway"
         assert scenarios._resolves(h1, "na1", "na2")
         assert not scenarios._resolves(h1, "na1", "nb1")
         assert not scenarios._resolves(h1, "nb1", "na1")
     finally:
-        scenarios.remove(lab, "ov-na", [(h1, "na1"), (h1, "na2")])
-        scenarios.remove(lab, "ov-nb", [(h1, "nb1")])
+        scenarios.remove(lab, "ov-na", boxes[:2])
+        scenarios.remove(lab, "ov-nb", boxes[2:])
+    nat = scenarios.run(h1.argv(["iptables-save"])).stdout
+    assert "10.210.11.0/24" not in nat and "10.210.12.0/24" not in nat, f"rules of removed overlays remain:\n{nat}"
