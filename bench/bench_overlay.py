@@ -7,8 +7,8 @@
    hold its FDB and neighbour entries (polled over netlink every ~1 ms);
    then one ping from h2 checks the data plane.  Median/max over 50 (10).
 2. attach latency (3 hosts up): sandbox create + connect on a bridge
-   network, on an internal overlay (no gateway bridge) and on a normal
-   overlay (which also attaches pynet_gwbridge), and one etcd round trip
+   network, on an internal overlay (no default route) and on a normal
+   overlay (egress through its gateway on h1), and one etcd round trip
    from a host (the goal: overlay <= bridge + one etcd round trip).
    Samples are interleaved across the three; the etcd round trip is
    measured as a read and as a write, back to back and 10 ms apart (an

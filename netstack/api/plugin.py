@@ -284,7 +284,7 @@ class PluginApi:
             address_space=GLOBAL if space == GLOBAL else LOCAL,
             pool=validation.parse_subnet(pool) if pool else None,
             sub_pool=sub_pool, v6=v6,
-            exclude=() if pool else tuple(taken + self.ctrl._host_routes()),
+            exclude=() if pool else tuple(taken + self.ctrl._host_routes(GLOBAL if space == GLOBAL else LOCAL)),
         ))
         if pool:
             for other in taken:

@@ -98,11 +98,26 @@ def test_bad_input_leaves_nothing_half_made(lab):
         for args, text in cases:
             r = scenarios.pynet(h2, "network", "create", "-d", "overlay", *args, check=False)
             assert r.returncode != 0 and text in r.stderr, (args, r.stderr)
+        # Local and global networks share each host's routing table (both
+        # hold their gateway on a bridge there): their subnets may not overlap.
+        scenarios.pynet(h2, "network", "create", "--subnet", "10.210.9.0/24", "lb")
+        before = [links(h) for h in lab.hosts]
+        r = scenarios.pynet(h2, "network", "create", "-d", "overlay", "--subnet", "10.210.9.0/25", "x", check=False)
+        assert r.returncode != 0 and "overlaps 10.210.9.0/24 of network lb" in r.stderr, r.stderr
+        r = scenarios.pynet(h2, "network", "create", "--subnet", "10.210.8.64/26", "x", check=False)
+        assert r.returncode != 0 and "overlaps 10.210.8.0/24 of network ov-bad" in r.stderr, r.stderr
         time.sleep(0.3)
         assert [links(h) for h in lab.hosts] == before
         assert all("x" not in scenarios.pynet(h, "network", "ls", "--format", "{{.Name}}").stdout.split()
                    for h in lab.hosts)
+        # Made on h1, where nothing clashes: every host but h2 takes it.
+        scenarios.pynet(h1, "network", "create", "-d", "overlay", "--subnet", "10.210.9.0/25", "ov-clash")
+        scenarios.wait_until("ov-clash on h3", lambda: scenarios.network_visible(lab.hosts[2], "ov-clash"), 5)
+        assert not scenarios.network_visible(h2, "ov-clash")
+        assert "not adopted: subnet 10.210.9.0/25 overlaps 10.210.9.0/24 of network lb" in h2.log()
     finally:
+        scenarios.pynet(h1, "network", "rm", "ov-clash", check=False)
+        scenarios.pynet(h2, "network", "rm", "lb", check=False)
         scenarios.pynet(h1, "network", "rm", "ov-bad", check=False)
 
 
