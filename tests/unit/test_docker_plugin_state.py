@@ -31,7 +31,7 @@ class Ctrl:
     def list_networks(self) -> list:
         return []
 
-    def _host_routes(self) -> list:
+    def _host_routes(self, scope: str) -> list:
         return []
 
 
