@@ -13,6 +13,9 @@
    Samples are interleaved across the three; the etcd round trip is
    measured as a read and as a write, back to back and 10 ms apart (an
    idle etcd answers slower: the attach path sees the spaced figure).
+   --etcd-delay-ms D makes every etcd request wait D ms first, as if
+   etcd were across a slower network: the attach then shows how much of
+   the etcd round trip its kernel work hides.
    With --pin (two or more CPUs), the attach samples are also taken with
    h1's pynetd and this client on CPU 0 and etcd, h2's and h3's pynetd on
    CPU 1: the closest this one machine comes to separate machines, where
@@ -250,12 +253,17 @@ def main() -> int:
                    help="run only these parts (repeatable)")
     p.add_argument("--pin", action="store_true",
                    help="also time attaches with h1 on CPU 0 and etcd, h2, h3 on CPU 1 (see 2. above)")
+    p.add_argument("--etcd-delay-ms", type=float, default=0,
+                   help="every etcd request of every host (and of the round-trip probe) waits this long first:"
+                        " etcd as if across a slower network (PYNET_ETCD_DELAY_MS, netstack/faults.py)")
     args = p.parse_args()
+    if args.etcd_delay_ms:
+        os.environ["PYNET_ETCD_DELAY_MS"] = str(args.etcd_delay_ms)  # the lab's pynetd inherit it
     parts = set(args.only or ("reach", "attach", "throughput"))
     n = 10 if args.quick else 50
     lab = NetnsLab.up(3, ttl=4)
     try:
-        results = {}
+        results: dict[str, object] = {"etcd_delay_ms": args.etcd_delay_ms} if args.etcd_delay_ms else {}
         if "reach" in parts:
             results["time_to_reachable"] = time_to_reachable(lab, n)
         if "attach" in parts:

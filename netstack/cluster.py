@@ -202,7 +202,7 @@ class ClusterIpam:
 
     def claim(self, requests: Sequence[tuple[str, IPAddress | None]],
               with_ops: Callable[[list[IPAddress]], list[dict[str, Any]]] | None = None, *,
-              gateway: bool = False, on_choice: Callable[[list[IPAddress]], None] | None = None) -> list[IPAddress]:
+              gateway: bool = False) -> list[IPAddress]:
         """One address from each (pool id, preferred address or None) in one
         transaction, together with `with_ops(addresses)` (an endpoint's
         record: the claim and the publish are one write).
@@ -213,8 +213,7 @@ class ClusterIpam:
         host allocated in the pool since our view) fails the whole txn:
         nothing of it is written, its failure branch reads the pools back,
         and the next try works from that.  No I/O touches the caller's
-        objects: this may run on a worker thread while the caller waits.
-        `on_choice(addresses)` is called before each try is sent."""
+        objects: this may run on a worker thread while the caller waits."""
         value = json.dumps({"host": self.owner, **({"gateway": True} if gateway else {})})
         plans = []
         for pool_id, preferred in requests:
@@ -257,8 +256,6 @@ class ClusterIpam:
             else:
                 if with_ops is not None:
                     ops += with_ops(chosen)
-                if on_choice is not None:
-                    on_choice(list(chosen))
                 ok, responses, rev = self.etcd.txn_rev(compare, ops, [op_range(p[0], prefix=True) for p in plans])
                 if ok:
                     for (prefix, preferred, *_), addr in zip(plans, chosen):
@@ -323,16 +320,6 @@ class RemoteEndpoint:
         d = json.loads(kv.value)
         return cls(id=ep_id, network_id=net_id, name=d.get("name", ""), names=tuple(d.get("names", ())),
                    ipv4=d.get("ipv4", ""), ipv6=d.get("ipv6", ""), mac=d.get("mac", ""), vtep=d.get("vtep", ""))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PendingAttach:
-    """An attach's etcd txn in flight.  `guess` holds the addresses its
-    first try claims, known before it is sent, so that the caller can
-    configure them while it is in flight; `done`, the addresses it won (a
-    lost race retries with others: the caller then readdresses)."""
-    guess: "futures.Future[list[IPAddress]]"
-    done: "futures.Future[list[IPAddress]]"
 
 
 def network_record(net: "Network") -> str:
@@ -456,8 +443,7 @@ class ClusterStore:
                           sort_keys=True)
 
     def attach_endpoint(self, net_id: str, ep_id: str, name: str, names: list[str], mac: str,
-                        requests: Sequence[tuple[str, IPAddress | None]],
-                        on_choice: Callable[[list[IPAddress]], None] | None = None) -> list[IPAddress]:
+                        requests: Sequence[tuple[str, IPAddress | None]]) -> list[IPAddress]:
         """Claim the endpoint's addresses (one per (pool id, preferred or
         None)) and publish its record (leased: peer entry + names for every
         host) in ONE transaction; returns the addresses, in request order.
@@ -472,13 +458,14 @@ class ClusterStore:
             v6 = next((str(a) for a in addrs if a.version == 6), "")
             return [op_put(key, self._endpoint_json(name, names, mac, v4, v6), lease)]
 
-        return self.ipam.claim(requests, publish, on_choice=on_choice)
+        return self.ipam.claim(requests, publish)
 
     def begin_attach(self, net_id: str, ep_id: str, name: str, names: list[str], mac: str,
-                     requests: Sequence[tuple[str, IPAddress | None]]) -> "PendingAttach":
+                     requests: Sequence[tuple[str, IPAddress | None]]) -> "futures.Future[list[IPAddress]]":
         """attach_endpoint on this store's worker thread, so that the caller
-        does its kernel work meanwhile, and touches nothing of the cluster
-        store (this IPAM's view) until `done`.  What can be checked without
+        does its kernel work meanwhile; the caller waits on the future
+        before it uses the addresses, and touches nothing of the cluster
+        store (this IPAM's view) until then.  What can be checked without
         I/O is checked here, before anything is sent."""
         if not self.lease:
             raise Unavailable(f"cluster store {self.etcd.describe()} is unreachable (this host is not registered yet)")
@@ -489,18 +476,7 @@ class ClusterStore:
             if self._worker is None:
                 # One long-lived thread: its keep-alive etcd connection stays open.
                 self._worker = futures.ThreadPoolExecutor(1, thread_name_prefix="cluster-attach")
-            guess: futures.Future[list[IPAddress]] = futures.Future()
-
-            def attach() -> list[IPAddress]:
-                try:
-                    return self.attach_endpoint(net_id, ep_id, name, list(names), mac, list(requests),
-                                                on_choice=lambda addrs: guess.done() or guess.set_result(addrs))
-                except BaseException as exc:
-                    if not guess.done():
-                        guess.set_exception(exc)
-                    raise
-
-            return PendingAttach(guess=guess, done=self._worker.submit(attach))
+            return self._worker.submit(self.attach_endpoint, net_id, ep_id, name, list(names), mac, list(requests))
 
     def detach_endpoint(self, net_id: str, ep_id: str, addresses: Sequence[tuple[str, IPAddress]]) -> None:
         """Withdraw the endpoint's record and release its addresses, in one

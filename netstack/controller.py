@@ -26,11 +26,11 @@ import secrets
 import threading
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from netstack import ports as portspec
 from netstack import sandbox_files
-from netstack.driverapi import HostAddressing, JoinResult, LowerLinked, NetworkDriver, Reconciling
+from netstack.driverapi import HostAddressing, LowerLinked, NetworkDriver, Reconciling
 from netstack.endpoint import Endpoint, EndpointTable, PortBinding, dns_names
 from netstack.errors import (
     Conflict, Forbidden, InvalidParameter, NotFound, PynetError, Unavailable,
@@ -43,9 +43,6 @@ from netstack.store import Store
 from netstack import validation
 from netstack.kernel.rtnl import Rtnl
 from netstack.faults import crashpoint
-
-if TYPE_CHECKING:
-    from netstack.cluster import PendingAttach
 
 log = logging.getLogger("pynet.controller")
 
@@ -65,15 +62,6 @@ def now_rfc3339() -> str:
 
 def _cidr(address: str, subnet: str) -> str:
     return f"{address}/{ipaddress.ip_network(subnet).prefixlen}"
-
-
-def _set_addresses(ep: Endpoint, configs: list[IpamConfig], addrs: list) -> None:
-    """The endpoint's addresses, one per pool of `configs`, as CIDRs."""
-    for c, addr in zip(configs, addrs):
-        if addr.version == 4:
-            ep.ipv4 = _cidr(str(addr), c.subnet)
-        else:
-            ep.ipv6 = _cidr(str(addr), c.subnet)
 
 
 class Controller:
@@ -578,8 +566,8 @@ class Controller:
             ep.driver_state = state
             # Global: the address claim and the endpoint's record are one
             # etcd txn, sent now from the cluster's worker thread; the
-            # kernel work below overlaps it, with the addresses the txn
-            # tries, and waits for it before anything is published.
+            # kernel work below overlaps it and waits for it only where the
+            # addresses are needed.
             claim = self._begin_cluster_attach(net, sb, ep, config, undo) if cluster is not None else None
             self._commit(endpoints=[ep])
             undo.callback(self._forget_endpoint, ep)
@@ -593,8 +581,6 @@ class Controller:
             if net.driver != "null":
                 if sb.key != HANDOFF:  # an engine configures the interface it moves
                     self._configure_interface(sb, ep, join)
-                if claim is not None:
-                    self._confirm_cluster_attach(sb, ep, claim, join)
             elif sb.key != HANDOFF:
                 self._loopback_up(sb)
             self.endpoints[ep.id] = ep
@@ -613,7 +599,7 @@ class Controller:
     # -------------------------------------------------- global scope (cluster)
 
     def _begin_cluster_attach(self, net: Network, sb: Sandbox, ep: Endpoint, config: EndpointConfig,
-                              undo: contextlib.ExitStack) -> tuple[PendingAttach, list[IpamConfig]]:
+                              undo: contextlib.ExitStack) -> tuple[object, list[IpamConfig]]:
         """Send the endpoint's one etcd write (address claims + its record
         with MAC and DNS names, leased) from the cluster's worker thread.
         Its undo waits for the txn and, if it was written, withdraws the
@@ -621,11 +607,11 @@ class Controller:
         pools = self._address_pools(net, config)
         names = self._dns_names(sb, ep)
         ep.driver_state["dns_names"] = list(names)
-        pending = self.cluster.begin_attach(  # type: ignore[attr-defined]
+        future = self.cluster.begin_attach(  # type: ignore[attr-defined]
             net.id, ep.id, ep.name, names, ep.mac, [(c.pool_id, pref) for c, pref in pools])
         configs = [c for c, _ in pools]
-        undo.callback(self._undo_cluster_attach, net, ep, pending.done, configs)
-        return pending, configs
+        undo.callback(self._undo_cluster_attach, net, ep, future, configs)
+        return future, configs
 
     def _undo_cluster_attach(self, net: Network, ep: Endpoint, future: object, configs: list[IpamConfig]) -> None:
         try:
@@ -641,10 +627,9 @@ class Controller:
             net.id, ep.id, [(c.pool_id, a) for c, a in zip(configs, addrs)])
 
     def _overlap_cluster_attach(self, net: Network, sb: Sandbox, ep: Endpoint,
-                                claim: tuple[PendingAttach, list[IpamConfig]], undo: contextlib.ExitStack) -> None:
+                                claim: tuple[object, list[IpamConfig]], undo: contextlib.ExitStack) -> None:
         """Local work that needs no cluster address, done while the txn is
-        in flight; then the addresses the txn tries become the endpoint's
-        (the interface takes them while the txn is still in flight)."""
+        in flight, then the wait for it (its failure unwinds all of it)."""
         self.endpoints[ep.id] = ep  # one of the sandbox's endpoints for the resolver listener below
         undo.callback(self.endpoints.pop, ep.id, None)
         self._rtnl(sb)  # opened now if this is the sandbox's first interface
@@ -656,32 +641,12 @@ class Controller:
             # known; _add_dns replaces the record below).
             self.dns.add_endpoint(net, sb, ep, [], self.endpoints_of_sandbox(sb.id))  # type: ignore[attr-defined]
             undo.callback(self._remove_dns, net, sb, ep)
-        pending, configs = claim
-        _set_addresses(ep, configs, pending.guess.result())
-
-    def _confirm_cluster_attach(self, sb: Sandbox, ep: Endpoint, claim: tuple[PendingAttach, list[IpamConfig]],
-                                join: JoinResult) -> None:
-        """Wait for the txn (its failure unwinds the attach).  Nothing has
-        been published yet: no name, no route, no record of the sandbox.
-        If it lost a race, it won other addresses than the ones configured:
-        the interface takes those (its routes go with the old address and
-        are made again)."""
-        pending, configs = claim
-        guessed = (ep.ipv4, ep.ipv6)
-        _set_addresses(ep, configs, pending.done.result())
-        if (ep.ipv4, ep.ipv6) == guessed or sb.key == HANDOFF:
-            return
-        log.info("endpoint %s: lost the race for %s, readdressed as %s",
-                 ep.name, " ".join(filter(None, guessed)), " ".join(filter(None, (ep.ipv4, ep.ipv6))))
-        rtnl, index = self._rtnl(sb), self._sandbox_ifindex[ep.id]
-        for old, new in zip(guessed, (ep.ipv4, ep.ipv6)):
-            if old != new:
-                if old:
-                    rtnl.delete_address(index, old)
-                if new:
-                    rtnl.add_address(index, new)
-        for r in join.routes:
-            rtnl.replace_route(r.destination, r.gateway, index)
+        future, configs = claim
+        for c, addr in zip(configs, future.result()):  # type: ignore[attr-defined]
+            if addr.version == 4:
+                ep.ipv4 = _cidr(str(addr), c.subnet)
+            else:
+                ep.ipv6 = _cidr(str(addr), c.subnet)
 
     def _heal_network(self, net: Network) -> None:
         """For a LowerLinked driver: re-make the network's kernel objects and

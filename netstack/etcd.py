@@ -19,6 +19,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -172,6 +173,9 @@ class EtcdClient:
         self._preferred = 0
         self._lock = threading.Lock()
         self._local = threading.local()
+        from netstack.faults import etcd_delay
+
+        self._delay = etcd_delay()
 
     def describe(self) -> str:
         return "etcd://" + ",".join(f"{h}:{p}" for h, p in self.endpoints)
@@ -219,6 +223,8 @@ class EtcdClient:
         """POST one gateway request, trying each endpoint in turn."""
         data = json.dumps(body).encode()
         errors = []
+        if self._delay:
+            time.sleep(self._delay)
         for ep in self._order():
             try:
                 status, raw = self._post(ep, path, data)

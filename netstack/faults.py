@@ -1,10 +1,15 @@
-"""Crash points: named places where a test can have pynetd killed with
-SIGKILL, to prove that start-up repairs whatever was in flight.
+"""Faults a test or benchmark injects into pynetd through its environment.
 
-Set PYNET_CRASH_AT=<name> in pynetd's environment; once the daemon has
-finished starting (`arm()`), the first operation that reaches that point
-makes the daemon send itself SIGKILL (a real `kill -9`: no cleanup runs).
-Unarmed, a crash point costs one comparison."""
+Crash points: named places where a test can have pynetd killed with
+SIGKILL, to prove that start-up repairs whatever was in flight.  Set
+PYNET_CRASH_AT=<name>; once the daemon has finished starting (`arm()`),
+the first operation that reaches that point makes the daemon send itself
+SIGKILL (a real `kill -9`: no cleanup runs).  Unarmed, a crash point costs
+one comparison.
+
+A far cluster store: PYNET_ETCD_DELAY_MS=<ms> delays every etcd request by
+that much (a sleep: no CPU), as if etcd were across a slower network than
+the netns lab's (bench/bench_overlay.py --etcd-delay-ms)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,11 @@ _target = ""
 def arm() -> None:
     global _target
     _target = os.environ.get("PYNET_CRASH_AT", "")
+
+
+def etcd_delay() -> float:
+    """Seconds every etcd request waits before it is sent."""
+    return float(os.environ.get("PYNET_ETCD_DELAY_MS") or 0) / 1000
 
 
 def crashpoint(name: str) -> None:

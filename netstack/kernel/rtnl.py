@@ -24,7 +24,7 @@ from netstack.errors import Conflict, Internal, InvalidParameter, NotFound
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR = 20, 21
+RTM_NEWADDR = 20
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 F_DUMP = 0x300
 F_REQUEST, F_ACK, F_ECHO, F_REPLACE, F_EXCL, F_CREATE = 0x1, 0x4, 0x8, 0x100, 0x200, 0x400
@@ -282,9 +282,6 @@ class Rtnl:
 
     def add_address(self, index: int, cidr: str) -> None:
         self.request(RTM_NEWADDR, F_ACK | F_CREATE | F_EXCL, addr_request(index, cidr), f"address {cidr}")
-
-    def delete_address(self, index: int, cidr: str) -> None:
-        self.request(RTM_DELADDR, F_ACK, addr_request(index, cidr), f"address {cidr}")
 
     def replace_route(self, dst: str, gateway: str = "", oif: int = 0) -> None:
         self.request(RTM_NEWROUTE, F_ACK | F_CREATE | F_REPLACE, route_request(dst, gateway, oif),

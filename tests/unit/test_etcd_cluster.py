@@ -411,33 +411,6 @@ def test_attach_lost_race_is_retried_with_nothing_half_made():
                                            "10.7.0.3": "10.199.0.11"}
 
 
-def test_begin_attach_tells_its_first_guess_before_the_txn_answers():
-    """The controller configures the guessed addresses while the txn is in
-    flight: `guess` is known before etcd answers; `done` is what was won,
-    another address when the guess lost a race."""
-    fake = FakeEtcd()
-    h1, h2 = registered(fake, "10.199.0.11"), registered(fake, "10.199.0.12")
-    pid = h1.ipam.request_pool(pool_req("10.7.0.0/24")).pool_id
-    gate = threading.Event()
-    real = fake.txn_rev
-    fake.txn_rev = lambda *a, **kw: (gate.wait(5), real(*a, **kw))[1]     # etcd slow to answer
-    pending = h1.begin_attach("n", "a1", "a1", ["a1"], "m1", [(pid, None)])
-    assert [str(a) for a in pending.guess.result(timeout=2)] == ["10.7.0.1"] and not pending.done.done()
-    gate.set()
-    assert [str(a) for a in pending.done.result()] == ["10.7.0.1"]
-    h2.attach_endpoint("n", "b1", "b1", ["b1"], "m2", [(pid, None)])     # h1's view is stale now
-    pending = h1.begin_attach("n", "a2", "a2", ["a2"], "m3", [(pid, None)])
-    assert [str(a) for a in pending.guess.result()] == ["10.7.0.2"]      # what h1's view offered
-    assert [str(a) for a in pending.done.result()] == ["10.7.0.3"]      # what it won on the retry
-    fake.txn_rev = real
-    refused = h2.begin_attach("n", "b2", "b2", ["b2"], "m4", [(pid, ipaddress.ip_address("10.7.0.1"))])
-    assert [str(a) for a in refused.guess.result()] == ["10.7.0.1"]        # the address asked for...
-    with pytest.raises(Conflict):
-        refused.done.result()                                             # ...which etcd refuses
-    h1.close()
-    h2.close()
-
-
 def test_attach_of_a_taken_address_is_refused_and_writes_nothing():
     fake = FakeEtcd()
     h1, h2 = registered(fake, "10.199.0.11"), registered(fake, "10.199.0.12")
@@ -476,7 +449,7 @@ def test_concurrent_attaches_from_many_hosts_are_unique_and_consistent():
 
     def attach(i, store):
         for j in range(25):
-            [a] = store.begin_attach("n", f"e{i}-{j}", "x", ["x"], "m", [(pid, None)]).done.result()
+            [a] = store.begin_attach("n", f"e{i}-{j}", "x", ["x"], "m", [(pid, None)]).result()
             with lock:
                 got.append(str(a))
 
@@ -528,15 +501,15 @@ def test_controller_undo_of_an_attach_waits_for_the_txn_and_removes_what_it_wrot
     gate = threading.Event()
     real = fake.txn_rev
     fake.txn_rev = lambda *a, **kw: (gate.wait(5), real(*a, **kw))[1]     # etcd slow to answer
-    future = store.begin_attach("n", "a1", "a1", ["a1"], "m", [(pid, None)]).done
+    future = store.begin_attach("n", "a1", "a1", ["a1"], "m", [(pid, None)])
     threading.Timer(0.05, gate.set).start()
     Controller._undo_cluster_attach(ctrl, net, ep, future, [cfg])        # type: ignore[arg-type]
     assert future.done() and endpoint_record(fake, "n", "a1") is None and claims(fake, "10.7.0.0/24") == {}
 
     before = dict(fake.kv)
-    refused = store.begin_attach("n", "a2", "a2", ["a2"], "m", [(pid, ipaddress.ip_address("10.7.0.1"))]).done
+    refused = store.begin_attach("n", "a2", "a2", ["a2"], "m", [(pid, ipaddress.ip_address("10.7.0.1"))])
     refused.result()
-    taken = store.begin_attach("n", "a3", "a3", ["a3"], "m", [(pid, ipaddress.ip_address("10.7.0.1"))]).done
+    taken = store.begin_attach("n", "a3", "a3", ["a3"], "m", [(pid, ipaddress.ip_address("10.7.0.1"))])
     Controller._undo_cluster_attach(ctrl, net, SimpleNamespace(id="a3"), taken, [cfg])   # Conflict: nothing to undo
     assert set(fake.kv) == set(before) | {"/pynet/endpoints/n/a2", "/pynet/ipam/10.7.0.0_24/10.7.0.1"}
 
@@ -544,7 +517,7 @@ def test_controller_undo_of_an_attach_waits_for_the_txn_and_removes_what_it_wrot
         raise Unavailable("cluster store etcd://fake is unreachable")
 
     fake.txn_rev = down
-    lost = store.begin_attach("n", "a4", "a4", ["a4"], "m", [(pid, ipaddress.ip_address("10.7.0.5"))]).done
+    lost = store.begin_attach("n", "a4", "a4", ["a4"], "m", [(pid, ipaddress.ip_address("10.7.0.5"))])
     Controller._undo_cluster_attach(ctrl, net, SimpleNamespace(id="a4"), lost, [cfg])
     assert store.dirty.is_set()                              # maybe written: the full sync clears it
     store.close()
