@@ -7,9 +7,10 @@ the first operation that reaches that point makes the daemon send itself
 SIGKILL (a real `kill -9`: no cleanup runs).  Unarmed, a crash point costs
 one comparison.
 
-A far cluster store: PYNET_ETCD_DELAY_MS=<ms> delays every etcd request by
-that much (a sleep: no CPU), as if etcd were across a slower network than
-the netns lab's (bench/bench_overlay.py --etcd-delay-ms)."""
+A far cluster store: PYNET_ETCD_DELAY_MS=<ms> delays every etcd request
+(not the watch stream) by that much (a sleep: no CPU), as if etcd were
+across a slower network than the netns lab's (bench/bench_overlay.py
+--etcd-delay-ms)."""
 
 from __future__ import annotations
 
