@@ -88,11 +88,11 @@ def default_gateways(network: Network) -> tuple[str, str]:
             next((c.gateway for c in network.ipv6 if c.gateway), "") or "")
 
 
-def create_gateway_bridge(ipr: object, name: str, network: Network, *, alias: str, mtu: int) -> None:
+def create_gateway_bridge(ipr: links.IPRoute, name: str, network: Network, *, alias: str, mtu: int) -> None:
     """A bridge holding the network's gateway addresses, with forwarding
     on: the host routes its sandboxes' traffic (the bridge and overlay
     drivers).  Removed again if any step fails."""
-    links.create_bridge(ipr, name, alias=alias, mtu=mtu, addresses=gateway_addresses(network))  # type: ignore[arg-type]
+    links.create_bridge(ipr, name, alias=alias, mtu=mtu, addresses=gateway_addresses(network))
     try:
         # The host reaches published ports through 127.0.0.1: DNAT'd
         # packets keep a loopback source until POSTROUTING masquerades it.
@@ -101,7 +101,7 @@ def create_gateway_bridge(ipr: object, name: str, network: Network, *, alias: st
         if network.ipv6:
             links.set_sysctl("net/ipv6/conf/all/forwarding", "1")
     except Exception:
-        links.delete_link(ipr, name)  # type: ignore[arg-type]
+        links.delete_link(ipr, name)
         raise
 
 

@@ -239,7 +239,8 @@ def concurrent(lab: Any, per_host: int = 8) -> dict[str, float]:
         assert not dupes, f"duplicate addresses: {dupes}"
         say(f"{len(boxes)} concurrent attaches from {len(hosts)} hosts: {len(set(addrs.values()))} unique addresses")
         for h, sb in boxes:  # what the kernel holds, not only what the endpoints say
-            inside = [line.split()[3] for line in in_sandbox(h, sb, ["ip", "-4", "-o", "addr", "show", "eth0"]).stdout.splitlines()]
+            shown = in_sandbox(h, sb, ["ip", "-4", "-o", "addr", "show", "eth0"]).stdout
+            inside = [line.split()[3] for line in shown.splitlines()]
             assert inside == [addrs[sb] + "/24"], f"{sb} holds {inside}, its endpoint says {addrs[sb]}"
         src_h, src = boxes[0]
         for _, sb in boxes[1:]:

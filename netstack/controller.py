@@ -630,11 +630,9 @@ class Controller:
                                 claim: tuple[object, list[IpamConfig]], undo: contextlib.ExitStack) -> None:
         """Local work that needs no cluster address, done while the txn is
         in flight, then the wait for it (its failure unwinds all of it)."""
-        self.endpoints[ep.id] = ep  # one of the sandbox's endpoints for the resolver listener below
-        undo.callback(self.endpoints.pop, ep.id, None)
         self._rtnl(sb)  # opened now if this is the sandbox's first interface
         if sb.key != HANDOFF and self.dns is not None and not any(
-                e.id != ep.id and self.dns.serves(self.networks[e.network_id].driver)  # type: ignore[attr-defined]
+                self.dns.serves(self.networks[e.network_id].driver)  # type: ignore[attr-defined]
                 for e in self.endpoints_of_sandbox(sb.id)):
             # The sandbox's resolver listener, opened now: registered with
             # no names yet (nothing to resolve until the addresses are

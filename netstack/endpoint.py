@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-
 @dataclass(frozen=True, slots=True)
 class PortBinding:
     """One published port (or range, when the ends differ)."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from netstack.errors import Internal, InvalidParameter, Unavailable
+from netstack.faults import etcd_delay
 
 log = logging.getLogger("pynet.etcd")
 
@@ -173,8 +174,6 @@ class EtcdClient:
         self._preferred = 0
         self._lock = threading.Lock()
         self._local = threading.local()
-        from netstack.faults import etcd_delay
-
         self._delay = etcd_delay()
 
     def describe(self) -> str:
