@@ -44,12 +44,12 @@ import secrets
 import socket
 import threading
 import time
-from concurrent import futures
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
 
 from netstack.errors import Conflict, Forbidden, InvalidParameter, PynetError, Unavailable
 from netstack.etcd import (
-    EtcdClient, Event, KeyValue, cmp_absent, cmp_mod, op_delete, op_put, op_range, parse_endpoints, range_kvs,
+    EtcdClient, Event, KeyValue, Pending, cmp_absent, cmp_mod, op_delete, op_put, op_range, parse_endpoints,
+    range_answer, range_kvs, range_request, txn_answer, txn_request,
 )
 from netstack.ipamapi import GLOBAL, IPAddress, IPNetwork, Pool, PoolRequest
 
@@ -74,6 +74,47 @@ CURSOR = "~next"
 DEFAULT_TTL = 10
 MAX_RETRIES = 64
 TXN_MAX_OPS = 100          # etcd's default --max-txn-ops is 128
+
+#: an exchange with etcd written as a generator: it yields each request it
+#: needs, as (path, body), is sent back the answer, and returns its result
+Steps = Generator[tuple[str, dict[str, Any]], dict[str, Any], list[IPAddress]]
+
+
+class InFlight:
+    """Steps begun on this thread: the first request is sent at once and
+    its answer taken only when `result()` is called, so the caller's own
+    work overlaps etcd's round trip without a second thread (whose Python
+    would take the GIL from the caller's).  Later requests, if any (a lost
+    race), are plain round trips inside `result()`.  Like a future, the
+    result (or the error) is kept: asking again does no I/O."""
+
+    def __init__(self, etcd: EtcdClient, steps: Steps) -> None:
+        self._etcd, self._steps = etcd, steps
+        self._value: list[IPAddress] | None = None
+        self._error: BaseException | None = None
+        self._pending: Pending | None = None
+        try:
+            self._pending = etcd.send(*next(steps))
+        except StopIteration as done:
+            self._value = done.value
+        except Exception as exc:
+            self._error = exc
+
+    def result(self) -> list[IPAddress]:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            try:
+                answer = pending.answer()
+                while True:
+                    answer = self._etcd.call(*self._steps.send(answer))
+            except StopIteration as done:
+                self._value = done.value
+            except Exception as exc:
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 def _pool_key(net: IPNetwork) -> str:
@@ -205,15 +246,20 @@ class ClusterIpam:
               gateway: bool = False) -> list[IPAddress]:
         """One address from each (pool id, preferred address or None) in one
         transaction, together with `with_ops(addresses)` (an endpoint's
-        record: the claim and the publish are one write).
+        record: the claim and the publish are one write)."""
+        return InFlight(self.etcd, self.claim_steps(requests, with_ops, gateway=gateway)).result()
+
+    def claim_steps(self, requests: Sequence[tuple[str, IPAddress | None]],
+                    with_ops: Callable[[list[IPAddress]], list[dict[str, Any]]] | None = None, *,
+                    gateway: bool = False) -> Steps:
+        """`claim` as the etcd requests it makes, for `InFlight` to run.
 
         A preferred address is claimed if its key is absent (else
         Conflict); any other comes from this host's view of the pool and
         the txn also compares the pool's cursor.  A lost race (another
         host allocated in the pool since our view) fails the whole txn:
         nothing of it is written, its failure branch reads the pools back,
-        and the next try works from that.  No I/O touches the caller's
-        objects: this may run on a worker thread while the caller waits."""
+        and the next try works from that."""
         value = json.dumps({"host": self.owner, **({"gateway": True} if gateway else {})})
         plans = []
         for pool_id, preferred in requests:
@@ -224,7 +270,7 @@ class ClusterIpam:
         fresh: set[str] = set()
         for prefix, preferred, *_ in plans:
             if preferred is None and prefix not in self._view:
-                kvs, _rev = self.etcd.get_prefix(prefix)
+                kvs, _rev = range_answer((yield range_request(prefix, prefix=True)))
                 self._read_view(prefix, kvs)
                 fresh.add(prefix)
         for _ in range(MAX_RETRIES):
@@ -238,7 +284,7 @@ class ClusterIpam:
                     candidate = _next_free(first, last, start, taken)
                     if candidate is None:
                         if prefix not in fresh:        # our view may miss releases by other hosts
-                            kvs, _rev = self.etcd.get_prefix(prefix)
+                            kvs, _rev = range_answer((yield range_request(prefix, prefix=True)))
                             self._read_view(prefix, kvs)
                             fresh.add(prefix)
                             break
@@ -256,7 +302,8 @@ class ClusterIpam:
             else:
                 if with_ops is not None:
                     ops += with_ops(chosen)
-                ok, responses, rev = self.etcd.txn_rev(compare, ops, [op_range(p[0], prefix=True) for p in plans])
+                ok, responses, rev = txn_answer((yield txn_request(compare, ops,
+                                                                   [op_range(p[0], prefix=True) for p in plans])))
                 if ok:
                     for (prefix, preferred, *_), addr in zip(plans, chosen):
                         view = self._view.get(prefix)
@@ -344,8 +391,6 @@ class ClusterStore:
         self.lease = 0
         self.dirty = threading.Event()   # a write was lost while etcd was away
         self.ipam = ClusterIpam(etcd, vtep, on_lost_write=self.dirty.set)
-        self._worker: futures.ThreadPoolExecutor | None = None
-        self._worker_lock = threading.Lock()
 
     # -- host lease ----------------------------------------------------------
 
@@ -442,15 +487,21 @@ class ClusterStore:
         return json.dumps({"name": name, "names": names, "mac": mac, "vtep": self.vtep, "ipv4": ipv4, "ipv6": ipv6},
                           sort_keys=True)
 
-    def attach_endpoint(self, net_id: str, ep_id: str, name: str, names: list[str], mac: str,
-                        requests: Sequence[tuple[str, IPAddress | None]]) -> list[IPAddress]:
+    def begin_attach(self, net_id: str, ep_id: str, name: str, names: list[str], mac: str,
+                     requests: Sequence[tuple[str, IPAddress | None]]) -> InFlight:
         """Claim the endpoint's addresses (one per (pool id, preferred or
         None)) and publish its record (leased: peer entry + names for every
-        host) in ONE transaction; returns the addresses, in request order.
-        A lost race is retried by ClusterIpam.claim with nothing written."""
+        host) in ONE transaction, sent now; `result()` of what this returns
+        gives the addresses, in request order, once the caller has done its
+        kernel work.  A lost race is retried by the claim with nothing
+        written.  What can be checked without I/O is checked here, before
+        anything is sent."""
         lease = self.lease
         if not lease:
             raise Unavailable(f"cluster store {self.etcd.describe()} is unreachable (this host is not registered yet)")
+        for pool_id, preferred in requests:
+            if preferred is not None:
+                self.ipam.check_address(pool_id, preferred)
         key = K_ENDPOINTS + f"{net_id}/{ep_id}"
 
         def publish(addrs: list[IPAddress]) -> list[dict[str, Any]]:
@@ -458,25 +509,7 @@ class ClusterStore:
             v6 = next((str(a) for a in addrs if a.version == 6), "")
             return [op_put(key, self._endpoint_json(name, names, mac, v4, v6), lease)]
 
-        return self.ipam.claim(requests, publish)
-
-    def begin_attach(self, net_id: str, ep_id: str, name: str, names: list[str], mac: str,
-                     requests: Sequence[tuple[str, IPAddress | None]]) -> "futures.Future[list[IPAddress]]":
-        """attach_endpoint on this store's worker thread, so that the caller
-        does its kernel work meanwhile; the caller waits on the future
-        before it uses the addresses, and touches nothing of the cluster
-        store (this IPAM's view) until then.  What can be checked without
-        I/O is checked here, before anything is sent."""
-        if not self.lease:
-            raise Unavailable(f"cluster store {self.etcd.describe()} is unreachable (this host is not registered yet)")
-        for pool_id, preferred in requests:
-            if preferred is not None:
-                self.ipam.check_address(pool_id, preferred)
-        with self._worker_lock:
-            if self._worker is None:
-                # One long-lived thread: its keep-alive etcd connection stays open.
-                self._worker = futures.ThreadPoolExecutor(1, thread_name_prefix="cluster-attach")
-            return self._worker.submit(self.attach_endpoint, net_id, ep_id, name, list(names), mac, list(requests))
+        return InFlight(self.etcd, self.ipam.claim_steps(requests, publish))
 
     def detach_endpoint(self, net_id: str, ep_id: str, addresses: Sequence[tuple[str, IPAddress]]) -> None:
         """Withdraw the endpoint's record and release its addresses, in one
@@ -496,10 +529,7 @@ class ClusterStore:
             self.dirty.set()
 
     def close(self) -> None:
-        with self._worker_lock:
-            worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.shutdown(wait=True)
+        self.etcd.close()
 
 
 def new_node_id() -> str:

@@ -565,9 +565,8 @@ class Controller:
             ep.mac = str(state.pop("mac", ep.mac))
             ep.driver_state = state
             # Global: the address claim and the endpoint's record are one
-            # etcd txn, sent now from the cluster's worker thread; the
-            # kernel work below overlaps it and waits for it only where the
-            # addresses are needed.
+            # etcd txn, sent now; the kernel work below overlaps its round
+            # trip and takes the answer only where the addresses are needed.
             claim = self._begin_cluster_attach(net, sb, ep, config, undo) if cluster is not None else None
             self._commit(endpoints=[ep])
             undo.callback(self._forget_endpoint, ep)
@@ -601,9 +600,9 @@ class Controller:
     def _begin_cluster_attach(self, net: Network, sb: Sandbox, ep: Endpoint, config: EndpointConfig,
                               undo: contextlib.ExitStack) -> tuple[object, list[IpamConfig]]:
         """Send the endpoint's one etcd write (address claims + its record
-        with MAC and DNS names, leased) from the cluster's worker thread.
-        Its undo waits for the txn and, if it was written, withdraws the
-        record and releases the addresses (again one txn)."""
+        with MAC and DNS names, leased); its answer is taken later, on this
+        thread.  Its undo takes the answer and, if the txn was written,
+        withdraws the record and releases the addresses (again one txn)."""
         pools = self._address_pools(net, config)
         names = self._dns_names(sb, ep)
         ep.driver_state["dns_names"] = list(names)

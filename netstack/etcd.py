@@ -115,6 +115,28 @@ def op_range(key: str, *, prefix: bool = False) -> dict[str, Any]:
     return {"request_range": req}
 
 
+def range_request(key: str, *, prefix: bool = False) -> tuple[str, dict[str, Any]]:
+    """(path, body) of a read of `key`, or of every key under it."""
+    return "/kv/range", op_range(key, prefix=prefix)["request_range"]
+
+
+def range_answer(answer: dict[str, Any]) -> tuple[list[KeyValue], int]:
+    """The keys a range answer holds and the store's revision at that read."""
+    return [_kv(d) for d in answer.get("kvs", [])], int(answer["header"]["revision"])
+
+
+def txn_request(compare: list[dict[str, Any]], success: list[dict[str, Any]],
+                failure: list[dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
+    """(path, body) of one atomic transaction."""
+    return "/kv/txn", {"compare": compare, "success": success, "failure": failure or []}
+
+
+def txn_answer(answer: dict[str, Any]) -> tuple[bool, list[dict[str, Any]], int]:
+    """(succeeded, responses, the store's revision after it)."""
+    return (bool(answer.get("succeeded", False)), answer.get("responses", []),
+            int(answer.get("header", {}).get("revision", 0)))
+
+
 def range_kvs(response: dict[str, Any]) -> list[KeyValue]:
     """The keys a txn's `op_range` response holds."""
     return [_kv(d) for d in response.get("response_range", {}).get("kvs", [])]
@@ -135,7 +157,7 @@ class _Connection:
             self.sock.close()
             self.sock = None
 
-    def post(self, path: str, data: bytes) -> tuple[int, bytes]:
+    def send(self, path: str, data: bytes) -> None:
         from netstack.kernel.fds import move_high
 
         if self.sock is None:
@@ -146,6 +168,10 @@ class _Connection:
         self.sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+
+    def receive(self) -> tuple[int, bytes]:
+        if self.sock is None:
+            raise ConnectionResetError("the connection was closed before the answer came")
         resp = http.client.HTTPResponse(self.sock, method="POST")
         resp.begin()
         raw = resp.read()
@@ -157,6 +183,26 @@ class _Connection:
 #: a reused keep-alive connection the server closed meanwhile fails this way
 #: before etcd saw the request; such a request is sent again on a new one
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class Pending:
+    """A request sent, its answer not yet taken (EtcdClient.send).
+    `sent`: the request is on the first endpoint's connection; `reused`:
+    that connection served requests before (so a reset means it had gone
+    stale, not that etcd is down)."""
+
+    def __init__(self, client: "EtcdClient", path: str, data: bytes, order: list[tuple[str, int]],
+                 errors: list[str], *, sent: bool, reused: bool) -> None:
+        self.client, self.path, self.data, self.order, self.errors = client, path, data, order, errors
+        self.sent, self.reused = sent, reused
+        self.sent_at = time.monotonic()
+
+    def answer(self) -> dict[str, Any]:
+        """The answer (or Unavailable/Internal, as `EtcdClient.call`);
+        when the first endpoint fails, the request goes to the others."""
+        if self.client._delay:  # PYNET_ETCD_DELAY_MS: etcd further away, the wait overlaps as a real one would
+            time.sleep(max(0.0, self.sent_at + self.client._delay - time.monotonic()))
+        return self.client._answer(self)
 
 
 class EtcdClient:
@@ -200,33 +246,79 @@ class EtcdClient:
             conn.close()
         self._connections().clear()
 
-    def _post(self, ep: tuple[str, int], path: str, data: bytes) -> tuple[int, bytes]:
+    def _connection(self, ep: tuple[str, int]) -> _Connection:
         conns = self._connections()
         conn = conns.get(ep)
         if conn is None:
             conn = conns[ep] = _Connection(ep[0], ep[1], self.timeout)
+        return conn
+
+    def _exchange(self, ep: tuple[str, int], path: str, data: bytes) -> tuple[int, bytes]:
+        """One request and its answer on `ep`."""
+        conn = self._connection(ep)
         reused = conn.sock is not None
         try:
+            conn.send(self.api + path, data)
+        except _STALE:
+            if not reused:
+                raise
+            conn.close()
+            conn.send(self.api + path, data)
+            reused = False
+        except BaseException:
+            conn.close()
+            raise
+        return self._receive(ep, path, data, reused=reused)
+
+    def _receive(self, ep: tuple[str, int], path: str, data: bytes, *, reused: bool) -> tuple[int, bytes]:
+        """The answer to the request on `ep`'s connection.  A reused
+        keep-alive connection the server had closed fails before etcd saw
+        the request: it is sent again on a new one."""
+        conn = self._connection(ep)
+        try:
             try:
-                return conn.post(self.api + path, data)
+                return conn.receive()
             except _STALE:
                 if not reused:
                     raise
                 conn.close()
-                return conn.post(self.api + path, data)
+                conn.send(self.api + path, data)
+                return conn.receive()
         except BaseException:
             conn.close()
             raise
 
+    def send(self, path: str, body: dict[str, Any]) -> "Pending":
+        """Send one gateway request now and take its answer later: the
+        caller works on while etcd does.  The same thread must take the
+        answer (`Pending.answer`) before it sends anything else, as its
+        connection carries one request at a time."""
+        data = json.dumps(body).encode()
+        order, errors = self._order(), []
+        conn = self._connection(order[0])
+        reused = conn.sock is not None
+        try:
+            conn.send(self.api + path, data)
+        except OSError as exc:
+            conn.close()
+            if not reused:  # this endpoint is down: the answer comes from the next
+                errors.append(f"{order[0][0]}:{order[0][1]}: {exc or type(exc).__name__}")
+                order = order[1:]
+            return Pending(self, path, data, order, errors, sent=False, reused=False)
+        return Pending(self, path, data, order, errors, sent=True, reused=reused)
+
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST one gateway request, trying each endpoint in turn."""
-        data = json.dumps(body).encode()
-        errors = []
-        if self._delay:
-            time.sleep(self._delay)
-        for ep in self._order():
+        return self.send(path, body).answer()
+
+    def _answer(self, pending: "Pending") -> dict[str, Any]:
+        path, errors = pending.path, list(pending.errors)
+        for i, ep in enumerate(pending.order):
             try:
-                status, raw = self._post(ep, path, data)
+                if i == 0 and pending.sent:
+                    status, raw = self._receive(ep, path, pending.data, reused=pending.reused)
+                else:
+                    status, raw = self._exchange(ep, path, pending.data)
             except (OSError, http.client.HTTPException) as exc:
                 errors.append(f"{ep[0]}:{ep[1]}: {exc or type(exc).__name__}")
                 continue
@@ -251,8 +343,7 @@ class EtcdClient:
 
     def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Every key under `prefix` and the store's revision at that read."""
-        answer = self.call("/kv/range", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))})
-        return [_kv(d) for d in answer.get("kvs", [])], int(answer["header"]["revision"])
+        return range_answer(self.call(*range_request(prefix, prefix=True)))
 
     def put(self, key: str, value: str, *, lease: int = 0) -> int:
         req: dict[str, Any] = {"key": b64(key), "value": b64(value)}
@@ -275,9 +366,7 @@ class EtcdClient:
     def txn_rev(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
                 failure: list[dict[str, Any]] | None = None) -> tuple[bool, list[dict[str, Any]], int]:
         """(succeeded, responses, the store's revision after it)."""
-        answer = self.call("/kv/txn", {"compare": compare, "success": success, "failure": failure or []})
-        return (bool(answer.get("succeeded", False)), answer.get("responses", []),
-                int(answer.get("header", {}).get("revision", 0)))
+        return txn_answer(self.call(*txn_request(compare, success, failure)))
 
     # -- leases ------------------------------------------------------------
 

@@ -7,10 +7,11 @@ the first operation that reaches that point makes the daemon send itself
 SIGKILL (a real `kill -9`: no cleanup runs).  Unarmed, a crash point costs
 one comparison.
 
-A far cluster store: PYNET_ETCD_DELAY_MS=<ms> delays every etcd request
-(not the watch stream) by that much (a sleep: no CPU), as if etcd were
-across a slower network than the netns lab's (bench/bench_overlay.py
---etcd-delay-ms)."""
+A far cluster store: PYNET_ETCD_DELAY_MS=<ms> holds back every etcd
+answer (not the watch stream) until that long after its request was sent
+(a sleep: no CPU; work done meanwhile overlaps it, as it would overlap a
+real round trip), as if etcd were across a slower network than the netns
+lab's (bench/bench_overlay.py --etcd-delay-ms)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def arm() -> None:
 
 
 def etcd_delay() -> float:
-    """Seconds every etcd request waits before it is sent."""
+    """Seconds every etcd answer comes later, at the least, than it was asked for."""
     return float(os.environ.get("PYNET_ETCD_DELAY_MS") or 0) / 1000
 
 

@@ -9,6 +9,8 @@ import ipaddress
 import json
 import socket
 import threading
+import time
+import types
 
 import pytest
 
@@ -89,6 +91,26 @@ class FakeEtcd:
                         {"key": etcd.b64(v.key), "value": etcd.b64(v.value), "create_revision": str(v.create_revision),
                          "mod_revision": str(v.mod_revision)} for v in kvs]}})
             return ok, responses, self.rev
+
+    def call(self, path, body):
+        """The gateway's shape, for the two requests a claim makes."""
+        if path == "/kv/range":
+            assert "range_end" in body, "claims read whole pools"
+            kvs, rev = self.get_prefix(etcd.unb64(body["key"]))
+            return {"header": {"revision": str(rev)}, "kvs": [
+                {"key": etcd.b64(v.key), "value": etcd.b64(v.value), "create_revision": str(v.create_revision),
+                 "mod_revision": str(v.mod_revision)} for v in kvs]}
+        assert path == "/kv/txn", path
+        ok, responses, rev = self.txn_rev(body["compare"], body["success"], body["failure"])
+        return {"header": {"revision": str(rev)}, "succeeded": ok, "responses": responses}
+
+    def close(self):
+        pass
+
+    def send(self, path, body):
+        """Done on arrival, as etcd does; the answer is taken later."""
+        answer = self.call(path, body)
+        return types.SimpleNamespace(answer=lambda: answer)
 
     def _holds(self, c):
         kv = self.kv.get(etcd.unb64(c["key"]))
@@ -173,23 +195,25 @@ def test_gateway_wire_format_and_failover():
         dead.close()
 
 
-def test_connections_are_kept_alive_and_a_closed_one_is_replaced():
-    peers = []
+@pytest.fixture
+def keepalive_gateway():
+    """A gateway stand-in on HTTP/1.1 keep-alive that hangs up, without
+    saying so, after every third answer (an idle timeout, a restarted
+    etcd).  Yields (port, requests seen as (client address, body))."""
+    seen = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            peers.append(self.client_address)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.client_address, body))
             data = b'{"header": {"revision": "9"}}'
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            # Every third answer, hang up without saying so (an idle
-            # timeout, a restarted etcd): the next request must not fail.
-            self.close_connection = len(peers) % 3 == 0
+            self.close_connection = len(seen) % 3 == 0
 
         def log_message(self, *a):
             pass
@@ -197,15 +221,40 @@ def test_connections_are_kept_alive_and_a_closed_one_is_replaced():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        client = etcd.EtcdClient([("127.0.0.1", srv.server_address[1])])
-        for i in range(7):
-            assert client.put("/k", str(i)) == 9
-        assert len(peers) == 7
-        assert len(set(peers)) == 3                        # 3 + 3 + 1 requests on 3 connections
-        client.close()
+        yield srv.server_address[1], seen
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_connections_are_kept_alive_and_a_closed_one_is_replaced(keepalive_gateway):
+    port, seen = keepalive_gateway
+    client = etcd.EtcdClient([("127.0.0.1", port)])
+    for i in range(7):
+        assert client.put("/k", str(i)) == 9
+    assert len(seen) == 7
+    assert len({peer for peer, _ in seen}) == 3          # 3 + 3 + 1 requests on 3 connections
+    client.close()
+
+
+def test_a_request_is_sent_at_once_and_its_answer_taken_later(keepalive_gateway):
+    """EtcdClient.send: etcd has the request before the caller asks for the
+    answer (the overlay attach works on meanwhile).  On a connection the
+    server hung up, the request is lost on the way; the answer then sends
+    it again on a new connection: etcd sees every request exactly once."""
+    port, seen = keepalive_gateway
+    client = etcd.EtcdClient([("127.0.0.1", port)])
+    for i in range(7):
+        pending = client.send("/kv/put", {"key": etcd.b64("/k"), "value": etcd.b64(str(i))})
+        if i == 0 or i % 3:     # not right after a hang-up
+            deadline = time.monotonic() + 5
+            while len(seen) <= i and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert len(seen) == i + 1                      # arrived, its answer not yet taken
+        assert pending.answer() == {"header": {"revision": "9"}}
+    assert [body["value"] for _, body in seen] == [etcd.b64(str(i)) for i in range(7)]
+    assert len({peer for peer, _ in seen}) == 3
+    client.close()
 
 
 # ------------------------------------------------------------- cluster IPAM
@@ -382,7 +431,7 @@ def test_attach_claims_and_publishes_in_one_transaction():
     store.ipam.request_address(v4)                           # the pool's view is read once, here
     store.ipam.request_address(v6)
     calls = counting(fake)
-    got = store.attach_endpoint("net1", "ep1", "web", ["web", "www"], "02:42:0a:07:00:09", [(v4, None), (v6, None)])
+    got = store.begin_attach("net1", "ep1", "web", ["web", "www"], "02:42:0a:07:00:09", [(v4, None), (v6, None)]).result()
     assert calls == ["txn_rev"]                              # one write: both claims and the record
     assert [str(a) for a in got] == ["10.7.0.2", "fd00:7::2"]
     assert endpoint_record(fake, "net1", "ep1") == {
@@ -397,11 +446,11 @@ def test_attach_lost_race_is_retried_with_nothing_half_made():
     fake = FakeEtcd()
     h1, h2 = registered(fake, "10.199.0.11"), registered(fake, "10.199.0.12")
     pid = h1.ipam.request_pool(pool_req("10.7.0.0/24")).pool_id
-    h1.attach_endpoint("n", "a1", "a1", ["a1"], "02:00:00:00:00:01", [(pid, None)])
-    h2.attach_endpoint("n", "b1", "b1", ["b1"], "02:00:00:00:00:02", [(pid, None)])   # h1's view is stale now
+    h1.begin_attach("n", "a1", "a1", ["a1"], "02:00:00:00:00:01", [(pid, None)]).result()
+    h2.begin_attach("n", "b1", "b1", ["b1"], "02:00:00:00:00:02", [(pid, None)]).result()   # h1's view is stale now
     calls = counting(fake)
     rev = fake.rev
-    [addr] = h1.attach_endpoint("n", "a2", "a2", ["a2"], "02:00:00:00:00:03", [(pid, None)])
+    [addr] = h1.begin_attach("n", "a2", "a2", ["a2"], "02:00:00:00:00:03", [(pid, None)]).result()
     assert calls == ["txn_rev", "txn_rev"]                   # lost (cursor moved), retried from the read-back
     assert fake.rev == rev + 1                               # the lost try wrote nothing
     assert str(addr) == "10.7.0.3"
@@ -415,10 +464,10 @@ def test_attach_of_a_taken_address_is_refused_and_writes_nothing():
     fake = FakeEtcd()
     h1, h2 = registered(fake, "10.199.0.11"), registered(fake, "10.199.0.12")
     pid = h1.ipam.request_pool(pool_req("10.7.0.0/24")).pool_id
-    h1.attach_endpoint("n", "a1", "a1", ["a1"], "02:00:00:00:00:01", [(pid, ipaddress.ip_address("10.7.0.9"))])
+    h1.begin_attach("n", "a1", "a1", ["a1"], "02:00:00:00:00:01", [(pid, ipaddress.ip_address("10.7.0.9"))]).result()
     before = dict(fake.kv)
     with pytest.raises(Conflict, match="10.7.0.9"):
-        h2.attach_endpoint("n", "b1", "b1", ["b1"], "02:00:00:00:00:02", [(pid, ipaddress.ip_address("10.7.0.9"))])
+        h2.begin_attach("n", "b1", "b1", ["b1"], "02:00:00:00:00:02", [(pid, ipaddress.ip_address("10.7.0.9"))]).result()
     assert fake.kv == before
     with pytest.raises(InvalidParameter, match="10.8.0.1"):  # checked before anything is sent
         h2.begin_attach("n", "b1", "b1", ["b1"], "02:00:00:00:00:02", [(pid, ipaddress.ip_address("10.8.0.1"))])
@@ -429,11 +478,11 @@ def test_attach_in_a_full_pool_writes_nothing_and_an_unregistered_host_is_refuse
     fake = FakeEtcd()
     h1 = registered(fake, "10.199.0.11")
     pid = h1.ipam.request_pool(pool_req("10.6.0.0/30")).pool_id       # .1 .2
-    h1.attach_endpoint("n", "a1", "a1", ["a1"], "m1", [(pid, None)])
-    h1.attach_endpoint("n", "a2", "a2", ["a2"], "m2", [(pid, None)])
+    h1.begin_attach("n", "a1", "a1", ["a1"], "m1", [(pid, None)]).result()
+    h1.begin_attach("n", "a2", "a2", ["a2"], "m2", [(pid, None)]).result()
     before = dict(fake.kv)
     with pytest.raises(Unavailable, match="no available"):
-        h1.attach_endpoint("n", "a3", "a3", ["a3"], "m3", [(pid, None)])
+        h1.begin_attach("n", "a3", "a3", ["a3"], "m3", [(pid, None)]).result()
     assert fake.kv == before
     fresh = ClusterStore(fake, "10.199.0.13", node_id="n3", underlay_mtu=1500)   # no lease yet
     with pytest.raises(Unavailable, match="not registered"):
@@ -470,7 +519,7 @@ def test_detach_withdraws_and_releases_in_one_transaction_or_leaves_it_to_the_sy
     fake = FakeEtcd()
     store = registered(fake, "10.199.0.11")
     pid = store.ipam.request_pool(pool_req("10.7.0.0/24")).pool_id
-    [a] = store.attach_endpoint("n", "a1", "a1", ["a1"], "m", [(pid, None)])
+    [a] = store.begin_attach("n", "a1", "a1", ["a1"], "m", [(pid, None)]).result()
     calls = counting(fake)
     store.detach_endpoint("n", "a1", [(pid, a)])
     assert calls == ["txn_rev"]
@@ -479,13 +528,13 @@ def test_detach_withdraws_and_releases_in_one_transaction_or_leaves_it_to_the_sy
     def down(*a, **kw):
         raise Unavailable("cluster store etcd://fake is unreachable")
 
-    [b] = store.attach_endpoint("n", "a2", "a2", ["a2"], "m", [(pid, None)])
+    [b] = store.begin_attach("n", "a2", "a2", ["a2"], "m", [(pid, None)]).result()
     fake.txn_rev = down
     store.detach_endpoint("n", "a2", [(pid, b)])              # no exception: a disconnect succeeds locally
     assert store.dirty.is_set()                              # and the agent's full sync withdraws it
 
 
-def test_controller_undo_of_an_attach_waits_for_the_txn_and_removes_what_it_wrote():
+def test_controller_undo_of_an_attach_takes_the_answer_and_removes_what_it_wrote():
     """The controller's side (Controller._undo_cluster_attach), over the
     same fake: a later step failed while the txn was in flight."""
     from types import SimpleNamespace
@@ -498,13 +547,9 @@ def test_controller_undo_of_an_attach_waits_for_the_txn_and_removes_what_it_wrot
     cfg = IpamConfig(subnet="10.7.0.0/24", pool_id=pid)
     net, ep = SimpleNamespace(id="n"), SimpleNamespace(id="a1")
     ctrl = SimpleNamespace(cluster=store)
-    gate = threading.Event()
-    real = fake.txn_rev
-    fake.txn_rev = lambda *a, **kw: (gate.wait(5), real(*a, **kw))[1]     # etcd slow to answer
-    future = store.begin_attach("n", "a1", "a1", ["a1"], "m", [(pid, None)])
-    threading.Timer(0.05, gate.set).start()
-    Controller._undo_cluster_attach(ctrl, net, ep, future, [cfg])        # type: ignore[arg-type]
-    assert future.done() and endpoint_record(fake, "n", "a1") is None and claims(fake, "10.7.0.0/24") == {}
+    in_flight = store.begin_attach("n", "a1", "a1", ["a1"], "m", [(pid, None)])
+    Controller._undo_cluster_attach(ctrl, net, ep, in_flight, [cfg])     # type: ignore[arg-type]
+    assert endpoint_record(fake, "n", "a1") is None and claims(fake, "10.7.0.0/24") == {}
 
     before = dict(fake.kv)
     refused = store.begin_attach("n", "a2", "a2", ["a2"], "m", [(pid, ipaddress.ip_address("10.7.0.1"))])
