@@ -105,6 +105,25 @@ def create_gateway_bridge(ipr: links.IPRoute, name: str, network: Network, *, al
         raise
 
 
+def repair_gateway_bridge(ipr: links.IPRoute, name: str, network: Network) -> list[str]:
+    """Put back a gateway bridge's addresses and up state, should someone
+    have taken them (`ip addr flush`, `ip link set down`): its sandboxes'
+    way out depends on them.  Says what was put back."""
+    info = links.link_info(ipr, name)
+    if info is None:
+        return []
+    done = []
+    have = {ipaddress.ip_address(a) for a in links.addresses_of(ipr, name)}
+    for address, prefixlen in gateway_addresses(network):
+        if ipaddress.ip_address(address) not in have:
+            links.add_address(ipr, name, address, prefixlen)
+            done.append(f"address {address}/{prefixlen} on {name}")
+    if not info["up"]:
+        links.set_up(ipr, name)
+        done.append(f"{name} up")
+    return done
+
+
 def host_ifname(endpoint_id: str) -> str:
     # Deterministic, so teardown can recompute it from the endpoint id alone.
     return f"pnv{endpoint_id[:12]}"
@@ -146,6 +165,9 @@ class BridgeDriver:
 
     def owned_links(self) -> dict[str, str]:
         return links.owned_links(self._ipr, NAME)
+
+    def repair_network(self, network: Network) -> list[str]:
+        return repair_gateway_bridge(self._ipr, str(network.driver_state.get("bridge", "")), network)
 
     def create_endpoint(self, network: Network, endpoint: Endpoint) -> Mapping[str, object]:
         return {"mac": endpoint.mac or random_mac()}

@@ -785,6 +785,9 @@ class ClusterAgent:
                         log.warning("reconcile: network %s: kernel objects missing, re-created", net.name)
                         self.driver.delete_network(net)
                         net.driver_state = dict(self.driver.create_network(net))
+                    for what in self.driver.repair_network(net):
+                        self.repairs += 1
+                        log.warning("reconcile: network %s: put back %s", net.name, what)
                     from netstack.drivers.overlay import Peer
 
                     plan = self.driver.set_peers(net, [Peer(r.id, r.mac, r.vtep, r.ipv4, r.ipv6)

@@ -25,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from netstack.controller import endpoint_pools
-from netstack.driverapi import Reconciling
+from netstack.driverapi import Reconciling, Repairing
 from netstack.ipamapi import GLOBAL, LOCAL, PoolRequest
 from netstack.requests import EndpointConfig
 from netstack.sandbox import HANDOFF
@@ -89,6 +89,12 @@ def recover(ctrl: "Controller") -> list[str]:
             note(f"network {net.name}: kernel objects missing, re-created")
             net.driver_state = dict(driver.create_network(net))
             ctrl._commit(networks=[net])
+        elif isinstance(driver, Repairing):
+            try:
+                for what in driver.repair_network(net):
+                    note(f"network {net.name}: put back {what}")
+            except Exception as exc:  # the rest of the start-up repairs go on
+                note(f"network {net.name}: not repaired: {exc}")
 
     _remove_orphan_links(ctrl, note)
     _remove_retired_sandbox_links(ctrl, note)

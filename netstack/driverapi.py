@@ -100,6 +100,15 @@ class Reconciling(Protocol):
 
 
 @runtime_checkable
+class Repairing(Protocol):
+    """Drivers whose network's kernel objects can drift while they exist
+    (an address flushed, a link set down by hand)."""
+
+    def repair_network(self, network: Network) -> list[str]:
+        """Put back what drifted; says what (empty: nothing had)."""
+
+
+@runtime_checkable
 class HostAddressing(Protocol):
     """Drivers that take addresses of the network's subnets for the host:
     macvlan's host access, and the parent's own addresses, which no

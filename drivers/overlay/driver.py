@@ -31,7 +31,7 @@ import os
 from typing import Callable, Mapping
 
 from netstack.driverapi import GLOBAL, Capability, JoinResult
-from netstack.drivers.bridge import create_gateway_bridge, default_gateways
+from netstack.drivers.bridge import create_gateway_bridge, default_gateways, repair_gateway_bridge
 from netstack.kernel.links import random_mac
 from netstack.drivers.overlay import neigh
 from netstack.drivers.overlay import peers as peerplan
@@ -212,6 +212,14 @@ class OverlayDriver:
 
     def owned_links(self) -> dict[str, str]:
         return {**links.owned_links(self._ipr, NAME), **links.owned_links(self._ipr, VXLAN_ALIAS_KIND)}
+
+    def repair_network(self, network: Network) -> list[str]:
+        done = repair_gateway_bridge(self._ipr, bridge_name(network.id), network)
+        vx = links.link_info(self._ipr, vxlan_name(network.id))
+        if vx is not None and not vx["up"]:
+            links.set_up(self._ipr, vxlan_name(network.id))
+            done.append(f"{vxlan_name(network.id)} up")
+        return done
 
     def create_endpoint(self, network: Network, endpoint: Endpoint) -> Mapping[str, object]:
         # Random, not IP-derived: a reused address never meets a stale MAC.

@@ -114,6 +114,23 @@ def test_restart_keeps_networks_and_repairs_a_missing_bridge(host, daemon):
         c.network_create({"Name": "again", "IPAM": {"Config": [{"Subnet": "10.66.0.0/24"}]}})
 
 
+def test_restart_puts_back_a_bridges_flushed_addresses_and_up_state(host, daemon):
+    c = daemon.client()
+    net_id = c.network_create({"Name": "drift", "EnableIPv6": True, "IPAM": {"Config": [
+        {"Subnet": "10.67.0.0/24"}, {"Subnet": "fd00:67::/64"}]}})["Id"]
+    bridge = f"br-{net_id[:12]}"
+    daemon.stop()
+    host.exec(["ip", "addr", "flush", "dev", bridge, "scope", "global"])   # someone's hand while we were down
+    host.exec(["ip", "link", "set", bridge, "down"])
+    assert addrs(host, bridge) == []
+    daemon.start()
+    assert sorted(addrs(host, bridge)) == ["10.67.0.1/24", "fd00:67::1/64"]
+    link = json.loads(host.exec(["ip", "-j", "link", "show", bridge]).stdout)[0]
+    assert "UP" in link["flags"]
+    assert any("put back address 10.67.0.1/24" in line for line in daemon.log().splitlines())
+    daemon.client().network_remove("drift")
+
+
 @pytest.mark.parametrize("point", ["network-create:stored", "network-create:kernel"])
 def test_kill9_during_create_is_undone_at_restart(host, point):
     crashing = Daemon(host, env={"PYNET_CRASH_AT": point})

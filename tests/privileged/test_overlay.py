@@ -74,6 +74,14 @@ def test_vxlan_device_and_reconcile_repairs_drift(lab):
         scenarios.run(h1.argv(["bridge", "fdb", "del", mac, "dev", vx, "dst", h2.addr]))
         scenarios.wait_until("reconcile restores the deleted FDB entry", lambda: f"{mac} dst {h2.addr}" in
                              scenarios.run(h1.argv(["bridge", "fdb", "show", "dev", vx])).stdout, 15, 0.2)
+        # The anycast gateway, flushed by hand, and the VXLAN device set down: both put back.
+        br = f"pob-{info['Id'][:11]}"
+        scenarios.run(h1.argv(["ip", "addr", "flush", "dev", br, "scope", "global"]))
+        scenarios.run(h1.argv(["ip", "link", "set", vx, "down"]))
+        scenarios.wait_until("reconcile puts back the gateway address and the VXLAN device's up state", lambda: (
+            "10.210.9.1/24" in scenarios.run(h1.argv(["ip", "-o", "addr", "show", "dev", br])).stdout
+            and "UP" in json.loads(scenarios.run(h1.argv(["ip", "-j", "link", "show", vx])).stdout)[0]["flags"]),
+            15, 0.2)
     finally:
         scenarios.remove(lab, "ov-kern", [(h2, "kk")])
 
