@@ -16,8 +16,9 @@
    two sides share the minute and its load.  Read and write round trips,
    back to back and 10 ms apart, are also measured after the rounds.
    --etcd-delay-ms D holds every etcd answer back until D ms after its
-   request, as if etcd were across a slower network: the attach then
-   shows how much of the etcd round trip its kernel work hides.
+   request at the least (round trips of D ms or more, as if etcd were
+   across a slower network): the attach then shows how much of the etcd
+   round trip its kernel work hides.
    With --pin (two or more CPUs), the attach samples are also taken with
    h1's pynetd and this client on CPU 0 and etcd, h2's and h3's pynetd on
    CPU 1: the closest this one machine comes to separate machines, where
@@ -310,8 +311,9 @@ def main() -> int:
     p.add_argument("--pin", action="store_true",
                    help="also time attaches with h1 on CPU 0 and etcd, h2, h3 on CPU 1 (see 2. above)")
     p.add_argument("--etcd-delay-ms", type=float, default=0,
-                   help="every etcd answer to every host (and to the round-trip probes) comes this much later:"
-                        " etcd as if across a slower network (PYNET_ETCD_DELAY_MS, netstack/faults.py)")
+                   help="every etcd answer to every host (and to the round-trip probes) comes this long after its"
+                        " request at the least: etcd as if across a slower network (PYNET_ETCD_DELAY_MS,"
+                        " netstack/faults.py)")
     args = p.parse_args()
     if args.etcd_delay_ms:
         os.environ["PYNET_ETCD_DELAY_MS"] = str(args.etcd_delay_ms)  # the lab's pynetd inherit it

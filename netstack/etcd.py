@@ -200,7 +200,7 @@ class Pending:
     def answer(self) -> dict[str, Any]:
         """The answer (or Unavailable/Internal, as `EtcdClient.call`);
         when the first endpoint fails, the request goes to the others."""
-        if self.client._delay:  # PYNET_ETCD_DELAY_MS: etcd further away, the wait overlaps as a real one would
+        if self.client._delay:  # PYNET_ETCD_DELAY_MS: a floor on the round trip, overlapped like a real one
             time.sleep(max(0.0, self.sent_at + self.client._delay - time.monotonic()))
         return self.client._answer(self)
 

@@ -8,10 +8,11 @@ SIGKILL (a real `kill -9`: no cleanup runs).  Unarmed, a crash point costs
 one comparison.
 
 A far cluster store: PYNET_ETCD_DELAY_MS=<ms> holds back every etcd
-answer (not the watch stream) until that long after its request was sent
-(a sleep: no CPU; work done meanwhile overlaps it, as it would overlap a
-real round trip), as if etcd were across a slower network than the netns
-lab's (bench/bench_overlay.py --etcd-delay-ms)."""
+answer (not the watch stream) until at least that long after its request
+was sent (round trips of at least that many ms), as if etcd were across a
+slower network than the netns lab's (bench/bench_overlay.py
+--etcd-delay-ms).  A sleep, so no CPU; work the caller does before it
+takes the answer overlaps it, as it would overlap a real round trip."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def arm() -> None:
 
 
 def etcd_delay() -> float:
-    """Seconds every etcd answer comes later, at the least, than it was asked for."""
+    """The least time, in seconds, between an etcd request and its answer."""
     return float(os.environ.get("PYNET_ETCD_DELAY_MS") or 0) / 1000
 
 
