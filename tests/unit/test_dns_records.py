@@ -112,3 +112,39 @@ def test_addresses_are_canonical() -> None:
     t.set_sandbox_networks("s", ["n"])
     assert t.resolve("s", "x") == (["10.0.0.5"], ["fd00::5"])
     assert t.resolve_ptr("s", "fd00::5") == "x.net"
+
+
+def test_lookups_during_mutations_see_whole_updates() -> None:
+    """The DNS thread reads while the controller writes: a stable name
+    always resolves, a PTR walk never trips over a network that changes
+    under it, and a churning name is either absent or complete."""
+    import threading
+
+    t = RecordTable()
+    t.add_endpoint("n1", "front", "keep", ["keep"], "10.0.0.2", None)
+    t.set_sandbox_networks("s", ["n1"])
+    stop, errors = threading.Event(), []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            t.add_endpoint("n1", "front", f"e{i % 50}", ["churn", f"x{i % 50}"], f"10.0.1.{i % 50}", None)
+            t.remove_endpoint("n1", f"e{(i + 25) % 50}")
+            i += 1
+
+    w = threading.Thread(target=writer)
+    w.start()
+    try:
+        for _ in range(3000):
+            try:
+                assert t.resolve("s", "keep") == (["10.0.0.2"], [])
+                assert t.resolve_ptr("s", "10.0.0.2") == "keep.front"
+                churn = t.resolve("s", "churn")
+                assert churn is None or (churn[0] and all(a.startswith("10.0.1.") for a in churn[0]))
+            except Exception as exc:  # noqa: BLE001 - reported below with its type
+                errors.append(repr(exc))
+                break
+    finally:
+        stop.set()
+        w.join()
+    assert errors == []
