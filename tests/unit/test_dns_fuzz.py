@@ -108,8 +108,14 @@ def test_hypothesis_streams_tcp(served: tuple[DnsServer, int, int], chunks: list
                                 framed: bool) -> None:
     _, _, tcp_port = served
     with socket.create_connection(("127.0.0.1", tcp_port), timeout=3) as s:
-        for chunk in chunks:
-            s.sendall(len(chunk).to_bytes(2, "big") + chunk if framed else chunk)
+        try:
+            for chunk in chunks:
+                s.sendall(len(chunk).to_bytes(2, "big") + chunk if framed else chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may hang up: it keeps at most 16 connections per
+            # sandbox, and examples come faster than it sees the last ones
+            # close.  Its health is checked after the fuzzing.
+            pass
 
 
 def test_still_healthy_after_fuzzing(served: tuple[DnsServer, int, int]) -> None:
