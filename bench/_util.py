@@ -113,6 +113,21 @@ def proc_starttime(pid: int) -> int | None:
         return None
 
 
+def cpu_seconds_exact(pid: int) -> float:
+    """CPU time `pid` has used so far, every thread, to the nanosecond
+    (/proc/PID/task/*/schedstat; /proc/PID/stat counts 10 ms ticks).
+    A thread that ended meanwhile takes its time with it: the daemons'
+    long-lived threads do the attach work."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError):
+            pass
+    return total / 1e9
+
+
 def children_tree(pid: int) -> list[int]:
     """All descendants of pid (by /proc/*/stat ppid), depth-first."""
     parent: dict[int, list[int]] = {}

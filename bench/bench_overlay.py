@@ -45,6 +45,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from _util import cpu_seconds_exact  # noqa: E402
 from labs import scenarios  # noqa: E402
 from labs.netns_lab import NetnsLab, sh  # noqa: E402
 from netstack.api.client import Client  # noqa: E402
@@ -128,21 +129,6 @@ print(out)
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time `pid` has used so far, every thread, to the nanosecond
-    (/proc/PID/task/*/schedstat; /proc/PID/stat counts 10 ms ticks).
-    A thread that ended meanwhile takes its time with it: the daemons'
-    long-lived threads do the attach work."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError):
-            pass
-    return total / 1e9
-
-
 def pin(pid: int, cpus: set[int]) -> None:
     """Every thread of `pid` (threads made later inherit it)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -193,13 +179,13 @@ def attach_latency(lab: NetnsLab, n: int) -> dict[str, object]:
         cpu: dict[str, dict[str, list[float]]] = {net: {p: [] for p in procs} for net in nets}
         for i in range(n):
             for net in nets:
-                before = {p: cpu_seconds(pid) for p, pid in procs.items()}
+                before = {p: cpu_seconds_exact(pid) for p, pid in procs.items()}
                 t0 = time.perf_counter()
                 c.sandbox_create({"Name": f"at-{net}-{i}", "Networks": [{"Network": net}]})
                 xs[net].append(time.perf_counter() - t0)
                 time.sleep(0.01)   # the watchers' work, done before the next attach
                 for p, pid in procs.items():
-                    cpu[net][p].append(cpu_seconds(pid) - before[p])
+                    cpu[net][p].append(cpu_seconds_exact(pid) - before[p])
             time.sleep(0.01)   # an idle etcd answers slower: the attach sees it so
             assert probe.stdin is not None and probe.stdout is not None
             probe.stdin.write(f"{i}\n")

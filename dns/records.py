@@ -46,9 +46,9 @@ class _Network:
         v6 = [a for a in (self.endpoints[i].ipv6 for i in ids) if a]
         return v4, v6
 
-    def unindex(self, endpoint_id: str) -> None:
-        """Drop `endpoint_id` from the names index (not from endpoints)."""
-        old = self.endpoints.get(endpoint_id)
+    def forget(self, endpoint_id: str) -> None:
+        """Drop `endpoint_id` and its names; tolerates one that is not here."""
+        old = self.endpoints.pop(endpoint_id, None)
         if old is None:
             return
         for lname in {_lower(n) for n in old.names}:
@@ -93,7 +93,7 @@ class RecordTable:
         with self._lock:
             net = self._networks.setdefault(network_id, _Network(name=network_name))
             net.name = network_name
-            net.unindex(endpoint_id)
+            net.forget(endpoint_id)
             net.endpoints[endpoint_id] = ep
             for lname in dict.fromkeys(_lower(n) for n in ep.names):
                 net.by_name[lname] = net.by_name.get(lname, ()) + (endpoint_id,)
@@ -105,8 +105,7 @@ class RecordTable:
             net = self._networks.get(network_id)
             if net is None or endpoint_id not in net.endpoints:
                 return
-            net.unindex(endpoint_id)
-            del net.endpoints[endpoint_id]
+            net.forget(endpoint_id)
             self.generation += 1
 
     def set_network_internal(self, network_id: str, internal: bool) -> None:

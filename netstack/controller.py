@@ -26,7 +26,7 @@ import secrets
 import threading
 import time
 from dataclasses import replace
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from netstack import ports as portspec
 from netstack import sandbox_files
@@ -41,6 +41,9 @@ from netstack.requests import Attachment, EndpointConfig, NetworkCreate, Sandbox
 from netstack.sandbox import HANDOFF, Sandbox
 from netstack.store import Store
 from netstack import validation
+
+if TYPE_CHECKING:
+    from netstack.cluster import InFlight
 from netstack.kernel.rtnl import Rtnl
 from netstack.faults import crashpoint
 
@@ -598,7 +601,7 @@ class Controller:
     # -------------------------------------------------- global scope (cluster)
 
     def _begin_cluster_attach(self, net: Network, sb: Sandbox, ep: Endpoint, config: EndpointConfig,
-                              undo: contextlib.ExitStack) -> tuple[object, list[IpamConfig]]:
+                              undo: contextlib.ExitStack) -> tuple[InFlight, list[IpamConfig]]:
         """Send the endpoint's one etcd write (address claims + its record
         with MAC and DNS names, leased); its answer is taken later, on this
         thread.  Its undo takes the answer and, if the txn was written,
@@ -606,15 +609,16 @@ class Controller:
         pools = self._address_pools(net, config)
         names = self._dns_names(sb, ep)
         ep.driver_state["dns_names"] = list(names)
-        future = self.cluster.begin_attach(  # type: ignore[attr-defined]
+        in_flight: InFlight = self.cluster.begin_attach(  # type: ignore[attr-defined]
             net.id, ep.id, ep.name, names, ep.mac, [(c.pool_id, pref) for c, pref in pools])
         configs = [c for c, _ in pools]
-        undo.callback(self._undo_cluster_attach, net, ep, future, configs)
-        return future, configs
+        undo.callback(self._undo_cluster_attach, net, ep, in_flight, configs)
+        return in_flight, configs
 
-    def _undo_cluster_attach(self, net: Network, ep: Endpoint, future: object, configs: list[IpamConfig]) -> None:
+    def _undo_cluster_attach(self, net: Network, ep: Endpoint, in_flight: InFlight,
+                             configs: list[IpamConfig]) -> None:
         try:
-            addrs = future.result()  # type: ignore[attr-defined]
+            addrs = in_flight.result()
         except Unavailable:
             # Maybe written, the answer lost: the agent's full sync clears
             # this host's records and claims that no endpoint holds.
@@ -626,7 +630,7 @@ class Controller:
             net.id, ep.id, [(c.pool_id, a) for c, a in zip(configs, addrs)])
 
     def _overlap_cluster_attach(self, net: Network, sb: Sandbox, ep: Endpoint,
-                                claim: tuple[object, list[IpamConfig]], undo: contextlib.ExitStack) -> None:
+                                claim: tuple[InFlight, list[IpamConfig]], undo: contextlib.ExitStack) -> None:
         """Local work that needs no cluster address, done while the txn is
         in flight, then the wait for it (its failure unwinds all of it)."""
         self._rtnl(sb)  # opened now if this is the sandbox's first interface
@@ -638,8 +642,8 @@ class Controller:
             # known; _add_dns replaces the record below).
             self.dns.add_endpoint(net, sb, ep, [], self.endpoints_of_sandbox(sb.id))  # type: ignore[attr-defined]
             undo.callback(self._remove_dns, net, sb, ep)
-        future, configs = claim
-        for c, addr in zip(configs, future.result()):  # type: ignore[attr-defined]
+        in_flight, configs = claim
+        for c, addr in zip(configs, in_flight.result()):
             if addr.version == 4:
                 ep.ipv4 = _cidr(str(addr), c.subnet)
             else:

@@ -253,40 +253,37 @@ class EtcdClient:
             conn = conns[ep] = _Connection(ep[0], ep[1], self.timeout)
         return conn
 
-    def _exchange(self, ep: tuple[str, int], path: str, data: bytes) -> tuple[int, bytes]:
-        """One request and its answer on `ep`."""
+    def _send_on(self, ep: tuple[str, int], path: str, data: bytes) -> bool:
+        """Send the request on `ep`'s keep-alive connection; returns whether
+        that connection had served requests before.  One the server had
+        closed fails before etcd saw anything: it is replaced, and the
+        request sent again on the new one."""
         conn = self._connection(ep)
         reused = conn.sock is not None
         try:
             conn.send(self.api + path, data)
-        except _STALE:
-            if not reused:
+        except BaseException as exc:
+            conn.close()
+            if not (reused and isinstance(exc, _STALE)):
                 raise
-            conn.close()
-            conn.send(self.api + path, data)
-            reused = False
-        except BaseException:
-            conn.close()
-            raise
-        return self._receive(ep, path, data, reused=reused)
+            return self._send_on(ep, path, data)  # on a new connection: no further retry
+        return reused
 
     def _receive(self, ep: tuple[str, int], path: str, data: bytes, *, reused: bool) -> tuple[int, bytes]:
-        """The answer to the request on `ep`'s connection.  A reused
-        keep-alive connection the server had closed fails before etcd saw
-        the request: it is sent again on a new one."""
+        """The answer to the request sent on `ep`'s connection (the request
+        goes again, on a new connection, if a reused one had gone stale)."""
         conn = self._connection(ep)
         try:
-            try:
-                return conn.receive()
-            except _STALE:
-                if not reused:
-                    raise
-                conn.close()
-                conn.send(self.api + path, data)
-                return conn.receive()
-        except BaseException:
+            return conn.receive()
+        except BaseException as exc:
             conn.close()
-            raise
+            if not (reused and isinstance(exc, _STALE)):
+                raise
+        return self._exchange(ep, path, data)
+
+    def _exchange(self, ep: tuple[str, int], path: str, data: bytes) -> tuple[int, bytes]:
+        """One request and its answer on `ep`."""
+        return self._receive(ep, path, data, reused=self._send_on(ep, path, data))
 
     def send(self, path: str, body: dict[str, Any]) -> "Pending":
         """Send one gateway request now and take its answer later: the
@@ -294,18 +291,13 @@ class EtcdClient:
         answer (`Pending.answer`) before it sends anything else, as its
         connection carries one request at a time."""
         data = json.dumps(body).encode()
-        order, errors = self._order(), []
-        conn = self._connection(order[0])
-        reused = conn.sock is not None
+        order = self._order()
         try:
-            conn.send(self.api + path, data)
-        except OSError as exc:
-            conn.close()
-            if not reused:  # this endpoint is down: the answer comes from the next
-                errors.append(f"{order[0][0]}:{order[0][1]}: {exc or type(exc).__name__}")
-                order = order[1:]
-            return Pending(self, path, data, order, errors, sent=False, reused=False)
-        return Pending(self, path, data, order, errors, sent=True, reused=reused)
+            reused = self._send_on(order[0], path, data)
+        except OSError as exc:  # this endpoint is down: the answer comes from the next
+            errors = [f"{order[0][0]}:{order[0][1]}: {exc or type(exc).__name__}"]
+            return Pending(self, path, data, order[1:], errors, sent=False, reused=False)
+        return Pending(self, path, data, order, [], sent=True, reused=reused)
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST one gateway request, trying each endpoint in turn."""

@@ -21,6 +21,12 @@ from netstack.ipamapi import GLOBAL, PoolRequest
 from netstack.network import IpamConfig, Network
 
 
+def _wire(kvs):
+    """Keys as etcd's JSON gateway sends them."""
+    return [{"key": etcd.b64(v.key), "value": etcd.b64(v.value), "create_revision": str(v.create_revision),
+             "mod_revision": str(v.mod_revision)} for v in kvs]
+
+
 class FakeEtcd:
     """Just enough of EtcdClient, atomic under one lock."""
 
@@ -87,9 +93,7 @@ class FakeEtcd:
                     r = op["request_range"]
                     key = etcd.unb64(r["key"])
                     kvs = [v for k, v in sorted(self.kv.items()) if (k.startswith(key) if "range_end" in r else k == key)]
-                    responses.append({"response_range": {"kvs": [
-                        {"key": etcd.b64(v.key), "value": etcd.b64(v.value), "create_revision": str(v.create_revision),
-                         "mod_revision": str(v.mod_revision)} for v in kvs]}})
+                    responses.append({"response_range": {"kvs": _wire(kvs)}})
             return ok, responses, self.rev
 
     def call(self, path, body):
@@ -97,9 +101,7 @@ class FakeEtcd:
         if path == "/kv/range":
             assert "range_end" in body, "claims read whole pools"
             kvs, rev = self.get_prefix(etcd.unb64(body["key"]))
-            return {"header": {"revision": str(rev)}, "kvs": [
-                {"key": etcd.b64(v.key), "value": etcd.b64(v.value), "create_revision": str(v.create_revision),
-                 "mod_revision": str(v.mod_revision)} for v in kvs]}
+            return {"header": {"revision": str(rev)}, "kvs": _wire(kvs)}
         assert path == "/kv/txn", path
         ok, responses, rev = self.txn_rev(body["compare"], body["success"], body["failure"])
         return {"header": {"revision": str(rev)}, "succeeded": ok, "responses": responses}
