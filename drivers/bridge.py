@@ -105,21 +105,22 @@ def create_gateway_bridge(ipr: links.IPRoute, name: str, network: Network, *, al
         raise
 
 
-def repair_gateway_bridge(ipr: links.IPRoute, name: str, network: Network) -> list[str]:
+def repair_gateway_bridge(rtnl: Rtnl, name: str, network: Network) -> list[str]:
     """Put back a gateway bridge's addresses and up state, should someone
     have taken them (`ip addr flush`, `ip link set down`): its sandboxes'
-    way out depends on them.  Says what was put back."""
-    info = links.link_info(ipr, name)
-    if info is None:
+    way out depends on them.  Says what was put back.  (Raw rtnetlink:
+    the overlay's reconcile loop runs this every few seconds.)"""
+    link = rtnl.link_state(name)
+    if link is None:
         return []
     done = []
-    have = {ipaddress.ip_address(a) for a in links.addresses_of(ipr, name)}
+    have = {ipaddress.ip_address(a) for a in rtnl.addresses(link.index)}
     for address, prefixlen in gateway_addresses(network):
         if ipaddress.ip_address(address) not in have:
-            links.add_address(ipr, name, address, prefixlen)
+            rtnl.add_address(link.index, f"{address}/{prefixlen}")
             done.append(f"address {address}/{prefixlen} on {name}")
-    if not info["up"]:
-        links.set_up(ipr, name)
+    if not link.up:
+        rtnl.link_up(link.index)
         done.append(f"{name} up")
     return done
 
@@ -167,7 +168,7 @@ class BridgeDriver:
         return links.owned_links(self._ipr, NAME)
 
     def repair_network(self, network: Network) -> list[str]:
-        return repair_gateway_bridge(self._ipr, str(network.driver_state.get("bridge", "")), network)
+        return repair_gateway_bridge(self._rtnl, str(network.driver_state.get("bridge", "")), network)
 
     def create_endpoint(self, network: Network, endpoint: Endpoint) -> Mapping[str, object]:
         return {"mac": endpoint.mac or random_mac()}

@@ -146,19 +146,18 @@ class OverlayDriver:
             self._apply(network)
 
     def _apply(self, network: Network) -> peerplan.Plan:
-        vx = vxlan_name(network.id)
-        if links.index_of(self._ipr, vx) is None:
+        vx = self._rtnl.link_index(vxlan_name(network.id))
+        if vx is None:
             return peerplan.Plan()
-        plan = peerplan.plan(self.peers(network.id), links.fdb_entries(self._ipr, vx),
-                             links.neigh_entries(self._ipr, vx))
+        plan = peerplan.plan(self.peers(network.id), neigh.fdb_entries(self._rtnl, vx), neigh.entries(self._rtnl, vx))
         for ip in plan.neigh_delete:
-            links.neigh_delete(self._ipr, vx, ip)
+            neigh.delete(self._rtnl, vx, ip)
         for mac, dst in plan.fdb_delete:
-            links.fdb_delete(self._ipr, vx, mac, dst)
+            neigh.fdb_delete(self._rtnl, vx, mac, dst)
         for mac, dst in plan.fdb_add:
-            links.fdb_add(self._ipr, vx, mac, dst)
+            neigh.fdb_append(self._rtnl, vx, mac, dst)
         for ip, mac in plan.neigh_replace:
-            links.neigh_replace(self._ipr, vx, ip, mac)
+            neigh.replace(self._rtnl, vx, ip, mac)
         return plan
 
     # -- NetworkDriver -----------------------------------------------------
@@ -205,19 +204,20 @@ class OverlayDriver:
             raise ExceptionGroup(f"deleting overlay network {network.name}", errors)
 
     def network_exists(self, network: Network) -> bool:
-        br = links.link_info(self._ipr, bridge_name(network.id))
-        vx = links.link_info(self._ipr, vxlan_name(network.id))
-        return (br is not None and br["alias"] == links.alias_for(NAME, network.id)
-                and vx is not None and vx["master"] == br["index"])
+        # Raw rtnetlink: the cluster's reconcile loop asks every few seconds.
+        br = self._rtnl.link_state(bridge_name(network.id))
+        vx = self._rtnl.link_state(vxlan_name(network.id))
+        return (br is not None and br.alias == links.alias_for(NAME, network.id)
+                and vx is not None and vx.master == br.index)
 
     def owned_links(self) -> dict[str, str]:
         return {**links.owned_links(self._ipr, NAME), **links.owned_links(self._ipr, VXLAN_ALIAS_KIND)}
 
     def repair_network(self, network: Network) -> list[str]:
-        done = repair_gateway_bridge(self._ipr, bridge_name(network.id), network)
-        vx = links.link_info(self._ipr, vxlan_name(network.id))
-        if vx is not None and not vx["up"]:
-            links.set_up(self._ipr, vxlan_name(network.id))
+        done = repair_gateway_bridge(self._rtnl, bridge_name(network.id), network)
+        vx = self._rtnl.link_state(vxlan_name(network.id))
+        if vx is not None and not vx.up:
+            self._rtnl.link_up(vx.index)
             done.append(f"{vxlan_name(network.id)} up")
         return done
 

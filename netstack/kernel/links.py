@@ -448,10 +448,6 @@ def vlan_supported() -> bool:
 
 # ---------------------------------------------------------------- VXLAN (overlay)
 
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
-
-
 def address_owner(ipr: IPRoute, address: str) -> tuple[str, int] | None:
     """(ifname, mtu) of the link holding `address` in this namespace, or None."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -480,72 +476,3 @@ def create_vxlan(ipr: IPRoute, name: str, *, alias: str, vni: int, local: str, p
     except NetlinkError as exc:
         delete_link(ipr, name)
         raise _translate(exc, f"vxlan {name}") from exc
-
-
-def fdb_entries(ipr: IPRoute, ifname: str) -> set[tuple[str, str]]:
-    """(MAC, remote VTEP) of the static forwarding entries of a VXLAN device."""
-    idx = index_of(ipr, ifname)
-    if idx is None:
-        return set()
-    out = set()
-    for m in ipr.fdb("dump", ifindex=idx):
-        dst = m.get_attr("NDA_DST")
-        if dst and m["ifindex"] == idx:
-            out.add((m.get_attr("NDA_LLADDR"), dst))
-    return out
-
-
-def fdb_add(ipr: IPRoute, ifname: str, mac: str, dst: str) -> None:
-    try:
-        ipr.fdb("append", ifindex=index_of(ipr, ifname), lladdr=mac, dst=dst, state=NUD_PERMANENT)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise _translate(exc, f"fdb {mac} dst {dst} on {ifname}") from exc
-
-
-def fdb_delete(ipr: IPRoute, ifname: str, mac: str, dst: str) -> None:
-    idx = index_of(ipr, ifname)
-    if idx is None:
-        return
-    try:
-        ipr.fdb("del", ifindex=idx, lladdr=mac, dst=dst)
-    except NetlinkError as exc:
-        if exc.code not in (errno.ENOENT, errno.ENODEV):
-            raise _translate(exc, f"fdb {mac} dst {dst} on {ifname}") from exc
-
-
-def neigh_entries(ipr: IPRoute, ifname: str) -> set[tuple[str, str]]:
-    """(IP, MAC) of the permanent neighbour entries on a link."""
-    idx = index_of(ipr, ifname)
-    if idx is None:
-        return set()
-    out = set()
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for m in ipr.get_neighbours(ifindex=idx, family=family):
-            if m["state"] & NUD_PERMANENT and m.get_attr("NDA_LLADDR"):
-                out.add((m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR")))
-    return out
-
-
-def neigh_replace(ipr: IPRoute, ifname: str, ip: str, mac: str) -> None:
-    args: dict[str, object] = {"dst": ip, "lladdr": mac, "ifindex": index_of(ipr, ifname), "state": NUD_PERMANENT}
-    if ":" in ip:
-        args["family"] = socket.AF_INET6
-    try:
-        ipr.neigh("replace", **args)
-    except NetlinkError as exc:
-        raise _translate(exc, f"neighbour {ip} on {ifname}") from exc
-
-
-def neigh_delete(ipr: IPRoute, ifname: str, ip: str) -> None:
-    idx = index_of(ipr, ifname)
-    if idx is None:
-        return
-    args: dict[str, object] = {"dst": ip, "ifindex": idx}
-    if ":" in ip:
-        args["family"] = socket.AF_INET6
-    try:
-        ipr.neigh("del", **args)
-    except NetlinkError as exc:
-        if exc.code not in (errno.ENOENT, errno.ENODEV, errno.ESRCH):
-            raise _translate(exc, f"neighbour {ip} on {ifname}") from exc

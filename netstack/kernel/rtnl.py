@@ -19,12 +19,13 @@ import ipaddress
 import os
 import socket
 import struct
+from typing import NamedTuple
 
 from netstack.errors import Conflict, Internal, InvalidParameter, NotFound
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR = 20
+RTM_NEWADDR, RTM_GETADDR = 20, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 F_DUMP = 0x300
 F_REQUEST, F_ACK, F_ECHO, F_REPLACE, F_EXCL, F_CREATE = 0x1, 0x4, 0x8, 0x100, 0x200, 0x400
@@ -110,9 +111,16 @@ def macvlan_request(name: str, *, parent: int, mode: str, mtu: int, mac: str, ne
     return body
 
 
+class LinkState(NamedTuple):
+    index: int
+    up: bool
+    master: int          # 0: none
+    alias: str
+
+
 def parse_link(payload: bytes) -> tuple[int, dict[int, bytes]]:
     """(index, attributes by type) of an RTM_NEWLINK message."""
-    return _IFINFO.unpack_from(payload)[2], dict(_attrs(payload[_IFINFO.size:]))
+    return _IFINFO.unpack_from(payload)[2], dict(attributes(payload[_IFINFO.size:]))
 
 
 def link_and_peer(payload: bytes) -> tuple[int, int]:
@@ -208,6 +216,34 @@ class Rtnl:
     def link_index(self, name: str) -> int | None:
         found = self.link(name)
         return found[0] if found else None
+
+    def link_state(self, name: str) -> LinkState | None:
+        """Index, up flag, master and alias of link `name`, None if there is none."""
+        try:
+            answers = self.request(RTM_GETLINK, 0, ifinfo() + attr(IFLA_IFNAME, name.encode() + b"\0"),
+                                   f"link {name}")
+        except NotFound:
+            return None
+        if not answers:
+            return None
+        _, _, index, flags, _ = _IFINFO.unpack_from(answers[0])
+        attrs = dict(attributes(answers[0][_IFINFO.size:]))
+        master = attrs.get(IFLA_MASTER, b"")
+        return LinkState(index, bool(flags & IFF_UP), struct.unpack("=I", master)[0] if len(master) == 4 else 0,
+                         text(attrs.get(IFLA_IFALIAS)))
+
+    def addresses(self, index: int) -> list[str]:
+        """The global-scope addresses (no prefix) on link `index`, IPv4 and IPv6."""
+        out = []
+        for payload in self.request(RTM_GETADDR, F_DUMP, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0), "address dump"):
+            _, _, _, scope, owner = _IFADDR.unpack_from(payload)
+            if owner != index or scope != RT_SCOPE_UNIVERSE:
+                continue
+            attrs = dict(attributes(payload[_IFADDR.size:]))
+            value = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            if value:
+                out.append(str(ipaddress.ip_address(value)))
+        return out
 
     def create_veth(self, host: str, peer: str, *, peer_netns_fd: int, peer_mac: str, mtu: int,
                     master: int, alias: str = "") -> int:
@@ -316,7 +352,7 @@ class Rtnl:
                 fam, dst_len, _, _, table, _, _, _, _ = _RTMSG.unpack_from(payload)
                 if table != RT_TABLE_MAIN or not dst_len:
                     continue
-                for kind, value in _attrs(payload[_RTMSG.size:]):
+                for kind, value in attributes(payload[_RTMSG.size:]):
                     if kind == RTA_DST:
                         out.append(f"{ipaddress.ip_address(value)}/{dst_len}")
         return out
@@ -326,7 +362,7 @@ class Rtnl:
         out = []
         for payload in self.request(RTM_GETLINK, F_DUMP, ifinfo(), "link dump"):
             index, attrs = parse_link(payload)
-            info = dict(_attrs(attrs.get(IFLA_LINKINFO, b"")))
+            info = dict(attributes(attrs.get(IFLA_LINKINFO, b"")))
             out.append((index, text(attrs.get(IFLA_IFNAME)), text(attrs.get(IFLA_IFALIAS)),
                         text(info.get(IFLA_INFO_KIND))))
         return out
@@ -371,7 +407,7 @@ def text(value: bytes | None) -> str:
     return value.rstrip(b"\0").decode() if value else ""
 
 
-def _attrs(data: bytes) -> list[tuple[int, bytes]]:
+def attributes(data: bytes) -> list[tuple[int, bytes]]:
     out = []
     offset = 0
     while offset + 4 <= len(data):
