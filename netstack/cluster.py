@@ -22,8 +22,14 @@ Keys (all under /pynet/):
                                overlap check and the claim are one step
     ipam/<cidr>/<address>      {"host": vtep} | {"aux": true}
     ipam/<cidr>/~next          the round-robin cursor
-    endpoints/<net id>/<ep id> {"name", "names", "ipv4", "ipv6", "mac", "vtep"}  leased;
+    endpoints/<vtep>/<net id>/<ep id>
+                               {"name", "names", "ipv4", "ipv6", "mac", "vtep"}  leased;
                                written in the same txn as its address claims
+
+What a host watches (`watch_ranges`, one stream): networks/, its own
+hosts/ key, and the endpoints of every other host -- the host's own
+attaches and all IPAM keys wake nobody there, and etcd sends each attach to
+the other hosts only, as one event.
 
 Why the split between leased and durable keys: a host that dies loses its
 endpoint records (and so its peers' FDB entries and DNS names) when its
@@ -49,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
 from netstack.errors import Conflict, Forbidden, InvalidParameter, PynetError, Unavailable
 from netstack.etcd import (
     EtcdClient, Event, KeyValue, Pending, cmp_absent, cmp_mod, op_delete, op_put, op_range, parse_endpoints,
-    range_answer, range_kvs, range_request, txn_answer, txn_request,
+    prefix_end, range_answer, range_kvs, range_request, txn_answer, txn_request,
 )
 from netstack.ipamapi import GLOBAL, IPAddress, IPNetwork, Pool, PoolRequest
 
@@ -361,12 +367,34 @@ class RemoteEndpoint:
     mac: str
     vtep: str
 
+    key: str
+
     @classmethod
     def parse(cls, kv: KeyValue) -> "RemoteEndpoint":
-        net_id, ep_id = kv.key[len(K_ENDPOINTS):].split("/", 1)
+        net_id, ep_id = endpoint_ids(kv.key)
         d = json.loads(kv.value)
         return cls(id=ep_id, network_id=net_id, name=d.get("name", ""), names=tuple(d.get("names", ())),
-                   ipv4=d.get("ipv4", ""), ipv6=d.get("ipv6", ""), mac=d.get("mac", ""), vtep=d.get("vtep", ""))
+                   ipv4=d.get("ipv4", ""), ipv6=d.get("ipv6", ""), mac=d.get("mac", ""), vtep=d.get("vtep", ""),
+                   key=kv.key)
+
+
+def endpoint_key(vtep: str, net_id: str, ep_id: str) -> str:
+    return K_ENDPOINTS + f"{vtep}/{net_id}/{ep_id}"
+
+
+def endpoint_ids(key: str) -> tuple[str, str]:
+    """(network id, endpoint id) of an endpoint record's key."""
+    net_id, ep_id = key.rsplit("/", 2)[1:]
+    return net_id, ep_id
+
+
+def watch_ranges(vtep: str) -> list[tuple[str, str]]:
+    """The key ranges host `vtep` watches: other hosts' endpoints (its own
+    split the endpoints range in two), the networks, its own host key (a
+    delete: its lease expired)."""
+    own = K_ENDPOINTS + vtep + "/"
+    return [(K_ENDPOINTS, own), (prefix_end(own), prefix_end(K_ENDPOINTS)),
+            (K_NETWORKS, prefix_end(K_NETWORKS)), (K_HOSTS + vtep, "")]
 
 
 def network_record(net: "Network") -> str:
@@ -460,7 +488,8 @@ class ClusterStore:
     def delete_network(self, net: "Network") -> None:
         """Remove the network everywhere: refused while any host still has
         an endpoint on it.  Frees its name, VNI, pools and addresses."""
-        eps, _ = self.etcd.get_prefix(K_ENDPOINTS + net.id + "/")
+        # (keys are by host first: all endpoints are read, a rare request)
+        eps = [e for e in self.etcd.get_prefix(K_ENDPOINTS)[0] if endpoint_ids(e.key)[0] == net.id]
         if eps:
             where = sorted({json.loads(e.value).get("vtep", "?") for e in eps})
             raise Forbidden(f"error while removing network: network {net.name} id {net.id} has active endpoints"
@@ -502,7 +531,7 @@ class ClusterStore:
         for pool_id, preferred in requests:
             if preferred is not None:
                 self.ipam.check_address(pool_id, preferred)
-        key = K_ENDPOINTS + f"{net_id}/{ep_id}"
+        key = endpoint_key(self.vtep, net_id, ep_id)
 
         def publish(addrs: list[IPAddress]) -> list[dict[str, Any]]:
             v4 = next((str(a) for a in addrs if a.version == 4), "")
@@ -515,7 +544,7 @@ class ClusterStore:
         """Withdraw the endpoint's record and release its addresses, in one
         transaction.  Never raises Unavailable: with etcd away the agent's
         next full sync (on reconnect) does it."""
-        ops = [op_delete(K_ENDPOINTS + f"{net_id}/{ep_id}")]
+        ops = [op_delete(endpoint_key(self.vtep, net_id, ep_id))]
         for pool_id, addr in addresses:
             net, _ = _parse_pool_id(pool_id)
             view = self.ipam._view.get(_pool_key(net))
@@ -647,7 +676,7 @@ class ClusterAgent:
         def on_open(abort: Callable[[], None]) -> None:
             self._abort = abort
 
-        for events in self.store.etcd.watch(PREFIX, rev + 1, self._stop, on_open=on_open):
+        for events in self.store.etcd.watch(watch_ranges(self.store.vtep), rev + 1, self._stop, on_open=on_open):
             with self.ctrl.lock:
                 for ev in events:
                     self._apply_event(ev)
@@ -706,11 +735,13 @@ class ClusterAgent:
         local = {e.id: e for e in ctrl.endpoints.values()
                  if e.state == "ready" and ctrl.networks.get(e.network_id) is not None
                  and ctrl.networks[e.network_id].scope == "global"}
-        ops = [op_put(K_ENDPOINTS + f"{e.network_id}/{e.id}",
+        vtep = self.store.vtep
+        ops = [op_put(endpoint_key(vtep, e.network_id, e.id),
                       self.store.endpoint_value(e, list(e.driver_state.get("dns_names") or [e.name])),  # type: ignore[call-overload]
                       self.store.lease) for e in local.values()]
-        ops += [op_delete(K_ENDPOINTS + f"{r.network_id}/{r.id}") for r in eps
-                if r.vtep == self.store.vtep and r.id not in local]
+        # this host's records of endpoints it no longer has (or under an older key layout)
+        ops += [op_delete(r.key) for r in eps
+                if r.vtep == vtep and (r.id not in local or r.key != endpoint_key(vtep, r.network_id, r.id))]
         held = {ipaddress.ip_interface(c).ip for e in local.values() for c in (e.ipv4, e.ipv6) if c}
         held |= {ipaddress.ip_address(c.gateway) for n in nets.values() for c in n.ipv4 + n.ipv6 if c.gateway}
         for k in claims:
@@ -732,7 +763,7 @@ class ClusterAgent:
             elif ev.kind == "delete" and net_id in self.ctrl.networks:
                 self._drop(self.ctrl.networks[net_id])
         elif key.startswith(K_ENDPOINTS):
-            net_id, ep_id = key[len(K_ENDPOINTS):].split("/", 1)
+            net_id, ep_id = endpoint_ids(key)
             if ev.kind == "put":
                 rep = RemoteEndpoint.parse(ev.kv)
                 if rep.vtep == self.store.vtep:

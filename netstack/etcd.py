@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from netstack.errors import Internal, InvalidParameter, Unavailable
 from netstack.faults import etcd_delay
@@ -374,14 +374,16 @@ class EtcdClient:
 
     # -- watch -------------------------------------------------------------
 
-    def watch(self, prefix: str, start_revision: int, stop: threading.Event,
+    def watch(self, ranges: Sequence[tuple[str, str]], start_revision: int, stop: threading.Event,
               on_open: Callable[[Callable[[], None]], None] | None = None) -> Iterator[list[Event]]:
-        """Batches of events under `prefix` from `start_revision` on, until
-        `stop` is set or the stream breaks (then Unavailable).  `on_open`
+        """Batches of events in `ranges` ((key, range_end) each; range_end
+        "" for the key alone), from `start_revision` on, until `stop` is
+        set or the stream breaks (then Unavailable).  All ranges share one
+        stream: the gateway takes one create request per line.  `on_open`
         gets a function that aborts the stream from another thread."""
-        body = json.dumps({"create_request": {
-            "key": b64(prefix), "range_end": b64(prefix_end(prefix)), "start_revision": str(start_revision),
-        }}).encode()
+        body = "\n".join(json.dumps({"create_request": {
+            "key": b64(key), **({"range_end": b64(end)} if end else {}), "start_revision": str(start_revision),
+        }}) for key, end in ranges).encode()
         for ep in self._order():
             conn = http.client.HTTPConnection(ep[0], ep[1], timeout=self.timeout)
             try:

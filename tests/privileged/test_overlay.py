@@ -163,7 +163,7 @@ def test_a_failed_attach_undoes_its_claim_record_and_links(lab):
         scenarios.pynet(h2, "sandbox", "create", "--name", "u1")
         r = scenarios.in_sandbox(h2, "u1", ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "x1"])
         assert r.returncode == 0, r.stderr
-        claims, records = etcd_keys(h2, "/pynet/ipam/10.210.6.0_24/"), etcd_keys(h2, f"/pynet/endpoints/{net_id}/")
+        claims, records = etcd_keys(h2, "/pynet/ipam/10.210.6.0_24/"), etcd_keys(h2, f"/pynet/endpoints/{h2.addr}/{net_id}/")
         before = links(h2)
         r = scenarios.pynet(h2, "network", "connect", "ov-undo", "u1", check=False)
         assert r.returncode != 0 and "eth0" in r.stderr, r.stderr
@@ -171,10 +171,10 @@ def test_a_failed_attach_undoes_its_claim_record_and_links(lab):
         after = etcd_keys(h2, "/pynet/ipam/10.210.6.0_24/")
         assert {k: v for k, v in after.items() if not k.endswith("~next")} == \
             {k: v for k, v in claims.items() if not k.endswith("~next")}
-        assert etcd_keys(h2, f"/pynet/endpoints/{net_id}/") == records
+        assert etcd_keys(h2, f"/pynet/endpoints/{h2.addr}/{net_id}/") == records
         scenarios.in_sandbox(h2, "u1", ["ip", "link", "del", "eth0"])
         scenarios.pynet(h2, "network", "connect", "ov-undo", "u1")
-        assert len(etcd_keys(h2, f"/pynet/endpoints/{net_id}/")) == len(records) + 1
+        assert len(etcd_keys(h2, f"/pynet/endpoints/{h2.addr}/{net_id}/")) == len(records) + 1
         scenarios.wait_until("u0 pings u1", lambda: scenarios.ping(h2, "u0", "u1"), 5)
     finally:
         scenarios.remove(lab, "ov-undo", boxes)

@@ -385,7 +385,7 @@ def test_delete_refused_while_another_host_has_endpoints():
     store = ClusterStore(fake, "10.199.0.11", node_id="n1", underlay_mtu=1500)
     n = overlay_net()
     store.create_network(n)
-    fake.put(f"/pynet/endpoints/{n.id}/ep1", json.dumps({"vtep": "10.199.0.13"}))
+    fake.put(f"/pynet/endpoints/10.199.0.13/{n.id}/ep1", json.dumps({"vtep": "10.199.0.13"}))
     with pytest.raises(Forbidden, match="10.199.0.13"):
         store.delete_network(n)
 
@@ -415,7 +415,8 @@ def counting(fake) -> list[str]:
 
 
 def endpoint_record(fake, net_id: str, ep_id: str) -> dict | None:
-    kv = fake.kv.get(f"/pynet/endpoints/{net_id}/{ep_id}")
+    kv = next((v for k, v in fake.kv.items() if k.startswith("/pynet/endpoints/") and k.endswith(f"/{net_id}/{ep_id}")),
+              None)
     return json.loads(kv.value) if kv else None
 
 
@@ -439,7 +440,7 @@ def test_attach_claims_and_publishes_in_one_transaction():
     assert endpoint_record(fake, "net1", "ep1") == {
         "name": "web", "names": ["web", "www"], "mac": "02:42:0a:07:00:09", "vtep": "10.199.0.11",
         "ipv4": "10.7.0.2", "ipv6": "fd00:7::2"}
-    assert fake.kv["/pynet/endpoints/net1/ep1"].lease == store.lease     # a dead host's record expires
+    assert fake.kv["/pynet/endpoints/10.199.0.11/net1/ep1"].lease == store.lease     # a dead host's record expires
     assert fake.kv["/pynet/ipam/10.7.0.0_24/10.7.0.2"].lease == 0        # its claim does not
     assert claims(fake, "10.7.0.0/24") == {"10.7.0.1": "10.199.0.11", "10.7.0.2": "10.199.0.11"}
 
@@ -456,7 +457,7 @@ def test_attach_lost_race_is_retried_with_nothing_half_made():
     assert calls == ["txn_rev", "txn_rev"]                   # lost (cursor moved), retried from the read-back
     assert fake.rev == rev + 1                               # the lost try wrote nothing
     assert str(addr) == "10.7.0.3"
-    rec = fake.kv["/pynet/endpoints/n/a2"]
+    rec = fake.kv["/pynet/endpoints/10.199.0.11/n/a2"]
     assert rec.create_revision == rec.mod_revision == fake.rev and json.loads(rec.value)["ipv4"] == "10.7.0.3"
     assert claims(fake, "10.7.0.0/24") == {"10.7.0.1": "10.199.0.11", "10.7.0.2": "10.199.0.12",
                                            "10.7.0.3": "10.199.0.11"}
@@ -511,7 +512,7 @@ def test_concurrent_attaches_from_many_hosts_are_unique_and_consistent():
         t.join()
     assert len(got) == 75 and len(set(got)) == 75
     records = {json.loads(v.value)["ipv4"]: json.loads(v.value)["vtep"]
-               for k, v in fake.kv.items() if k.startswith("/pynet/endpoints/n/")}
+               for k, v in fake.kv.items() if k.startswith("/pynet/endpoints/") and k.split("/")[-2] == "n"}
     assert records == claims(fake, "10.8.0.0/24")            # every claim has its record, from the same host
     for h in hosts:
         h.close()
@@ -558,7 +559,7 @@ def test_controller_undo_of_an_attach_takes_the_answer_and_removes_what_it_wrote
     refused.result()
     taken = store.begin_attach("n", "a3", "a3", ["a3"], "m", [(pid, ipaddress.ip_address("10.7.0.1"))])
     Controller._undo_cluster_attach(ctrl, net, SimpleNamespace(id="a3"), taken, [cfg])   # Conflict: nothing to undo
-    assert set(fake.kv) == set(before) | {"/pynet/endpoints/n/a2", "/pynet/ipam/10.7.0.0_24/10.7.0.1"}
+    assert set(fake.kv) == set(before) | {"/pynet/endpoints/10.199.0.11/n/a2", "/pynet/ipam/10.7.0.0_24/10.7.0.1"}
 
     def down(*a, **kw):
         raise Unavailable("cluster store etcd://fake is unreachable")
@@ -568,3 +569,22 @@ def test_controller_undo_of_an_attach_takes_the_answer_and_removes_what_it_wrote
     Controller._undo_cluster_attach(ctrl, net, SimpleNamespace(id="a4"), lost, [cfg])
     assert store.dirty.is_set()                              # maybe written: the full sync clears it
     store.close()
+
+
+def test_a_host_watches_other_hosts_endpoints_and_never_its_own():
+    """Its own attaches (and every IPAM key) wake nobody on the host that
+    made them; an address that extends another's (.11 and .110) is not
+    taken for it."""
+    from netstack.cluster import endpoint_key, watch_ranges
+
+    def watched(vtep: str, key: str) -> bool:
+        return any(start <= key < end if end else key == start for start, end in watch_ranges(vtep))
+
+    me = "10.199.0.11"
+    assert not watched(me, endpoint_key(me, "n", "e"))
+    for other in ("10.199.0.1", "10.199.0.110", "10.199.0.12", "10.199.0.2", "fd00::11", "9.9.9.9"):
+        assert watched(me, endpoint_key(other, "n", "e")), other
+    assert watched(me, "/pynet/networks/abc") and watched(me, "/pynet/hosts/10.199.0.11")
+    for quiet in ("/pynet/hosts/10.199.0.12", "/pynet/ipam/10.7.0.0_24/10.7.0.2", "/pynet/ipam/10.7.0.0_24/~next",
+                  "/pynet/pools", "/pynet/names/x", "/pynet/vnis/42"):
+        assert not watched(me, quiet), quiet
