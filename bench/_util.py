@@ -118,11 +118,22 @@ def cpu_seconds_exact(pid: int) -> float:
     (/proc/PID/task/*/schedstat; /proc/PID/stat counts 10 ms ticks).
     A thread that ended meanwhile takes its time with it: the daemons'
     long-lived threads do the attach work."""
+    return _schedstat(pid, 0)
+
+
+def runqueue_seconds(pid: int) -> float:
+    """Time `pid`'s threads have spent runnable but waiting for a CPU, so
+    far (schedstat's second field): what other processes' work on the same
+    CPUs cost it."""
+    return _schedstat(pid, 1)
+
+
+def _schedstat(pid: int, field: int) -> float:
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
+                total += int(f.read().split()[field])
         except (OSError, ValueError):
             pass
     return total / 1e9

@@ -24,7 +24,10 @@
    CPU 1: the closest this one machine comes to separate machines, where
    etcd committing the txn and the other hosts programming the new
    endpoint do not take the measured host's CPU.  Without it all of them
-   share both CPUs with the attach being timed.
+   share both CPUs with the attach being timed.  Each sample also records
+   every process's CPU time (up to the next attach) and how long h1's
+   threads waited, runnable, for a CPU during the attach: the share of
+   the gap that is other processes' work on the same CPUs.
 3. throughput: iperf3 between sandboxes on h1 and h2 across the overlay
    vs a VXLAN pair made by hand between the same two hosts' namespaces
    (same underlay, same VXLAN flags, no bridge, no veth, no sandbox
@@ -45,7 +48,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from _util import cpu_seconds_exact  # noqa: E402
+from _util import cpu_seconds_exact, runqueue_seconds  # noqa: E402
 from labs import scenarios  # noqa: E402
 from labs.netns_lab import NetnsLab, sh  # noqa: E402
 from netstack.api.client import Client  # noqa: E402
@@ -186,12 +189,16 @@ def attach_latency(lab: NetnsLab, n: int) -> dict[str, object]:
         # other hosts' and etcd's share comes after the answer
         procs = {h.name: h.st.pid for h in lab.hosts[:3]} | {"etcd": lab.state.etcd_pid}
         cpu: dict[str, dict[str, list[float]]] = {net: {p: [] for p in procs} for net in nets}
+        # h1's time runnable but without a CPU, during the attach itself
+        waited: dict[str, list[float]] = {net: [] for net in nets}
         for i in range(n):
             for net in nets:
                 before = {p: cpu_seconds_exact(pid) for p, pid in procs.items()}
+                wait0 = runqueue_seconds(h1.st.pid)
                 t0 = time.perf_counter()
                 c.sandbox_create({"Name": f"at-{net}-{i}", "Networks": [{"Network": net}]})
                 xs[net].append(time.perf_counter() - t0)
+                waited[net].append(runqueue_seconds(h1.st.pid) - wait0)
                 time.sleep(0.01)   # the watchers' work, done before the next attach
                 for p, pid in procs.items():
                     cpu[net][p].append(cpu_seconds_exact(pid) - before[p])
@@ -204,6 +211,7 @@ def attach_latency(lab: NetnsLab, n: int) -> dict[str, object]:
         for net in nets:
             out[net] = stats(xs[net])
             out[net]["cpu_ms_median"] = {p: round(statistics.median(v) * 1000, 2) for p, v in cpu[net].items()}
+            out[net]["h1_runqueue_wait_ms_median"] = round(statistics.median(waited[net]) * 1000, 2)
             for i in range(n):
                 c.sandbox_remove(f"at-{net}-{i}", force=True)
         rtt = sh(h1.argv([sys.executable, "-c", ETCD_RTT % REPO]))
