@@ -433,19 +433,26 @@ class Controller:
         with contextlib.ExitStack() as undo:
             self._commit(sandboxes=[sb])
             undo.callback(self._forget_sandbox, sb)
-            if req.pid:
-                _bind_netns(f"/proc/{req.pid}/ns/net", sb.key)
-                undo.callback(netns.delete, sb.key)
-            elif not req.key:
+
+            def make_netns() -> None:
                 # the sandbox's netlink handle is made in the same visit
                 sock = netns.create(sb.key, inside=Rtnl.new_socket)
                 undo.callback(netns.delete, sb.key)
                 self._adopt_rtnl(sb, Rtnl.kept(sock))
                 undo.callback(self._close_rtnl, sb)
+
+            # A first network of global scope makes the namespace while its
+            # etcd txn is in flight (see _connect): one round trip less to wait.
+            deferred = not req.key and not req.pid and bool(nets) and self._claims_in_cluster(nets[0][0])
+            if req.pid:
+                _bind_netns(f"/proc/{req.pid}/ns/net", sb.key)
+                undo.callback(netns.delete, sb.key)
+            elif not req.key and not deferred:
+                make_netns()
             self._write_files(sb)
             self.sandboxes[sb.id] = sb
-            for net, a in nets:
-                self._connect(net, sb, a.config)  # type: ignore[arg-type]
+            for i, (net, a) in enumerate(nets):
+                self._connect(net, sb, a.config, before_join=make_netns if deferred and i == 0 else None)  # type: ignore[arg-type]
                 undo.callback(self._disconnect_quiet, net, sb)
             sb.state = "ready"
             self._commit(sandboxes=[sb])
@@ -537,7 +544,13 @@ class Controller:
 
             check_ifname(config.ifname)
 
-    def _connect(self, net: Network, sb: Sandbox, config: EndpointConfig, *, heal: bool = True) -> Endpoint:
+    def _claims_in_cluster(self, net: Network) -> bool:
+        return net.scope == GLOBAL and self.cluster is not None
+
+    def _connect(self, net: Network, sb: Sandbox, config: EndpointConfig, *, heal: bool = True,
+                 before_join: Callable[[], None] | None = None) -> Endpoint:
+        """`before_join`: the sandbox's own remaining kernel work (its
+        namespace), run once the endpoint's etcd txn is in flight."""
         if net.state != "ready":
             raise Conflict(f"network {net.name} is being {net.state}")
         if heal:
@@ -559,7 +572,7 @@ class Controller:
             aliases=list(config.aliases), gw_priority=config.gw_priority, state="creating",
             ifname=config.ifname or self._next_ifname(current),
         )
-        cluster = self.cluster if net.scope == GLOBAL and self.cluster is not None else None
+        cluster = self.cluster if self._claims_in_cluster(net) else None
         with contextlib.ExitStack() as undo:
             if cluster is None:
                 self._allocate_addresses(net, ep, config, undo)
@@ -573,6 +586,8 @@ class Controller:
             claim = self._begin_cluster_attach(net, sb, ep, config, undo) if cluster is not None else None
             self._commit(endpoints=[ep])
             undo.callback(self._forget_endpoint, ep)
+            if before_join is not None:
+                before_join()
             if net.driver != "null":
                 join = driver.join(net, ep, sb.key, ep.ifname)
                 undo.callback(driver.leave, net, ep, sb.key)

@@ -180,6 +180,41 @@ def test_a_failed_attach_undoes_its_claim_record_and_links(lab):
         scenarios.remove(lab, "ov-undo", boxes)
 
 
+def test_a_sandbox_refused_its_overlay_address_leaves_nothing(lab):
+    """A new sandbox whose first network is an overlay makes its namespace
+    while the etcd txn is in flight; when etcd refuses the address (held by
+    a sandbox on another host), the namespace, the sandbox and the veth go
+    again, and etcd holds nothing new."""
+    h1, h2 = lab.hosts[0], lab.hosts[1]
+
+    def links(h):
+        return sorted(l["ifname"] for l in json.loads(scenarios.run(h.argv(["ip", "-j", "link"])).stdout))
+
+    def namespaces(h):
+        return sorted(os.listdir(os.path.join(h.st.root, "run", "netns")))
+
+    scenarios.create_network(lab, "ov-held", "10.210.5.0/24")
+    boxes = [(h2, "held")]
+    try:
+        scenarios.pynet(h2, "sandbox", "create", "--name", "held", "--network", "ov-held", "--ip", "10.210.5.20")
+        scenarios.pynet(h1, "sandbox", "create", "--name", "warm")   # h1's sandbox directory exists
+        boxes.append((h1, "warm"))
+        keys = etcd_keys(h1, "/pynet/")
+        before = (links(h1), namespaces(h1))
+        r = scenarios.pynet(h1, "sandbox", "create", "--name", "dup", "--network", "ov-held", "--ip", "10.210.5.20",
+                            check=False)
+        assert r.returncode != 0 and "10.210.5.20 is already in use" in r.stderr, r.stderr
+        scenarios.wait_until("the refused sandbox's links are gone", lambda: links(h1) == before[0], 5)
+        assert namespaces(h1) == before[1]
+        assert "dup" not in scenarios.pynet(h1, "sandbox", "ls", "--format", "{{.Name}}").stdout.split()
+        assert etcd_keys(h1, "/pynet/") == keys
+        scenarios.pynet(h1, "sandbox", "create", "--name", "dup", "--network", "ov-held")   # the name is free again
+        boxes.append((h1, "dup"))
+        scenarios.wait_until("dup pings held", lambda: scenarios.ping(h1, "dup", "10.210.5.20"), 5)
+    finally:
+        scenarios.remove(lab, "ov-held", boxes)
+
+
 def test_overlay_without_cluster_store_is_refused(host, daemon):
     with pytest.raises(Unavailable, match="--cluster-store"):
         daemon.client().network_create({"Name": "ov", "Driver": "overlay"})
