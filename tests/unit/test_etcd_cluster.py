@@ -588,3 +588,30 @@ def test_a_host_watches_other_hosts_endpoints_and_never_its_own():
     for quiet in ("/pynet/hosts/10.199.0.12", "/pynet/ipam/10.7.0.0_24/10.7.0.2", "/pynet/ipam/10.7.0.0_24/~next",
                   "/pynet/pools", "/pynet/names/x", "/pynet/vnis/42"):
         assert not watched(me, quiet), quiet
+
+
+def test_a_full_sync_republishes_this_hosts_records_under_their_keys_and_drops_the_rest():
+    """What the agent writes back after (re)registering: a record for each
+    endpoint it has (moved off an older key layout, endpoints/<net>/<ep>),
+    none for endpoints it no longer has; other hosts' records untouched."""
+    from types import SimpleNamespace
+
+    from netstack.cluster import ClusterAgent, RemoteEndpoint
+
+    fake = FakeEtcd()
+    store = registered(fake, "10.199.0.11")
+    value = json.dumps({"name": "web", "names": ["web"], "mac": "02:00:00:00:00:01", "vtep": "10.199.0.11",
+                        "ipv4": "10.7.0.5", "ipv6": ""})
+    fake.put("/pynet/endpoints/n/kept", value)                             # older layout, still attached
+    fake.put("/pynet/endpoints/10.199.0.11/n/gone", value)                 # detached while etcd was away
+    fake.put("/pynet/endpoints/10.199.0.12/n/theirs", value.replace("10.199.0.11", "10.199.0.12"))
+    net = SimpleNamespace(id="n", scope="global", ipv4=[], ipv6=[])
+    ep = SimpleNamespace(id="kept", network_id="n", state="ready", name="web", mac="02:00:00:00:00:01",
+                         ipv4="10.7.0.5/24", ipv6="", driver_state={"dns_names": ["web"]})
+    agent = ClusterAgent.__new__(ClusterAgent)
+    agent.ctrl, agent.store = SimpleNamespace(endpoints={"kept": ep}, networks={"n": net}), store
+    eps = [RemoteEndpoint.parse(kv) for k, kv in fake.kv.items() if k.startswith("/pynet/endpoints/")]
+    agent._republish(eps, [], {"n": net})  # type: ignore[arg-type]
+    assert sorted(k for k in fake.kv if k.startswith("/pynet/endpoints/")) == [
+        "/pynet/endpoints/10.199.0.11/n/kept", "/pynet/endpoints/10.199.0.12/n/theirs"]
+    assert fake.kv["/pynet/endpoints/10.199.0.11/n/kept"].lease == store.lease
