@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from netstack.errors import Internal, InvalidParameter, Unavailable
 from netstack.faults import etcd_delay
+from netstack.http1 import ResponseReader
 
 log = logging.getLogger("pynet.etcd")
 
@@ -151,11 +152,13 @@ class _Connection:
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.sock: socket.socket | None = None
+        self.reader: ResponseReader | None = None
 
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            self.reader = None
 
     def send(self, path: str, data: bytes) -> None:
         from netstack.kernel.fds import move_high
@@ -165,24 +168,23 @@ class _Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock = move_high(sock)
             self.sock.settimeout(self.timeout)
+            self.reader = ResponseReader(self.sock)
         self.sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
 
     def receive(self) -> tuple[int, bytes]:
-        if self.sock is None:
+        if self.sock is None or self.reader is None:
             raise ConnectionResetError("the connection was closed before the answer came")
-        resp = http.client.HTTPResponse(self.sock, method="POST")
-        resp.begin()
-        raw = resp.read()
-        if resp.will_close:
+        resp = self.reader.read("POST")
+        if not resp.keep_alive:
             self.close()
-        return resp.status, raw
+        return resp.status, resp.body
 
 
 #: a reused keep-alive connection the server closed meanwhile fails this way
 #: before etcd saw the request; such a request is sent again on a new one
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class Pending:
@@ -311,7 +313,7 @@ class EtcdClient:
                     status, raw = self._receive(ep, path, pending.data, reused=pending.reused)
                 else:
                     status, raw = self._exchange(ep, path, pending.data)
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 errors.append(f"{ep[0]}:{ep[1]}: {exc or type(exc).__name__}")
                 continue
             if status >= 500:

@@ -6,8 +6,9 @@ JSON with the C scanner of ``_json``.  Why not ``http.client``, ``socket``
 and ``json``: the CLI's start-up time is a goal (``pynet network ls`` must
 be no slower than ``docker network ls``), and those three pull in ``re``,
 ``enum`` and ``email``, which on a small machine cost more than the whole
-interpreter start.  The client imports nothing but builtins and
-``netstack.errors``.
+interpreter start.  The client imports nothing but builtins,
+``netstack.errors`` and ``netstack.http1`` (the response reader it shares
+with the etcd client).
 
 Errors: a non-2xx answer becomes the ``netstack.errors`` kind matching its
 status (``from_status``); a daemon that cannot be reached becomes
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
     from typing import Any
 
 from netstack import errors
+from netstack.http1 import Response, ResponseReader
 
 API_VERSION = "1.44"
 DEFAULT_HOST = "unix:///run/pynet/pynet.sock"
@@ -113,15 +115,6 @@ def dumps(obj: Any) -> str:
 # --- HTTP/1.1 ----------------------------------------------------------------
 
 
-class _Response:
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-
 class _Conn:
     """One keep-alive connection; reads are buffered across responses."""
 
@@ -132,79 +125,18 @@ class _Conn:
         except BaseException:
             self.sock.close()
             raise
-        self.buf = b""
+        self.reader = ResponseReader(self.sock)
         self.used = False
 
     def close(self) -> None:
         self.sock.close()
 
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionResetError("connection closed by the daemon")
-        self.buf += chunk
-
-    def _line(self) -> bytes:
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                line, self.buf = self.buf[:i], self.buf[i + 2 :]
-                return line
-            self._fill()
-
-    def _exactly(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill()
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-
-    def roundtrip(self, head: bytes, body: bytes, method: str) -> tuple[_Response, bool]:
-        """Send one request; return the response and whether the connection may be reused."""
+    def roundtrip(self, head: bytes, body: bytes, method: str) -> Response:
+        """Send one request; return the response (its keep_alive: whether
+        the connection may be reused)."""
         self.sock.sendall(head + body)
         self.used = True
-        status_line = self._line().decode("latin-1")
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
-            raise ConnectionResetError(f"malformed HTTP status line {status_line!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        while True:
-            line = self._line()
-            if not line:
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        keep = headers.get("connection", "").lower() != "close" and parts[0] != "HTTP/1.0"
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            data = b""
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            data = self._chunked()
-        elif "content-length" in headers:
-            data = self._exactly(int(headers["content-length"]))
-        else:
-            data = self._until_close()
-            keep = False
-        return _Response(status, headers, data), keep
-
-    def _chunked(self) -> bytes:
-        out = []
-        while True:
-            size = int(self._line().split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while self._line():  # trailers
-                    pass
-                return b"".join(out)
-            out.append(self._exactly(size))
-            self._line()
-
-    def _until_close(self) -> bytes:
-        chunks = [self.buf]
-        self.buf = b""
-        while True:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return self.reader.read(method)
 
 
 class Client:
@@ -264,14 +196,14 @@ class Client:
         resp = self._send((head + "\r\n").encode("latin-1"), payload, method)
         return self._decode(resp)
 
-    def _send(self, head: bytes, payload: bytes, method: str) -> _Response:
+    def _send(self, head: bytes, payload: bytes, method: str) -> Response:
         for attempt in (0, 1):
             conn = self._conn
             reused = conn is not None and conn.used
             if conn is None:
                 conn = self._conn = self._connect()
             try:
-                resp, keep = conn.roundtrip(head, payload, method)
+                resp = conn.roundtrip(head, payload, method)
             except (ConnectionError, OSError) as exc:
                 self.close()
                 # A kept-alive connection the daemon closed meanwhile: retry once on a fresh one.
@@ -280,13 +212,13 @@ class Client:
                 raise DaemonUnreachable(
                     f"Cannot connect to the pynet daemon at {self.host}. Is pynetd running? ({exc})"
                 ) from None
-            if not keep:
+            if not resp.keep_alive:
                 self.close()
             return resp
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _decode(resp: _Response) -> Any:
+    def _decode(resp: Response) -> Any:
         text = resp.body.decode("utf-8", "replace")
         value: Any = None
         if text.strip():
