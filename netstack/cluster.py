@@ -366,8 +366,7 @@ class RemoteEndpoint:
     ipv6: str
     mac: str
     vtep: str
-
-    key: str
+    key: str                         # where the record is (a full sync moves one of an older layout)
 
     @classmethod
     def parse(cls, kv: KeyValue) -> "RemoteEndpoint":

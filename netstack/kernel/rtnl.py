@@ -5,7 +5,9 @@ request in its asyncio machinery; an attach needs half a dozen requests, so
 the connect path speaks rtnetlink directly: one sendto and one recv per
 request, ~0.1 ms.  Only the messages that path needs are here: create a
 veth whose peer is born in the sandbox, set an alias, add an address, bring
-a link up, replace or delete a route, look up and delete a link.
+a link up, replace or delete a route, look up and delete a link; and the
+reads the overlay's reconcile loop makes every few seconds (a link's state,
+a link's addresses).
 
 A handle belongs to the namespace its socket was created in; `in_netns`
 creates one inside a sandbox (by a short-lived thread), and the controller
@@ -204,14 +206,19 @@ class Rtnl:
         except OSError as exc:
             raise _error(exc.errno, what) from None
 
-    def link(self, name: str) -> tuple[int, dict[int, bytes]] | None:
-        """(index, attributes by type) of link `name`, None if there is none."""
+    def _link_message(self, name: str) -> bytes | None:
+        """The RTM_NEWLINK answer for link `name`, None if there is none."""
         try:
             answers = self.request(RTM_GETLINK, 0, ifinfo() + attr(IFLA_IFNAME, name.encode() + b"\0"),
                                    f"link {name}")
         except NotFound:
             return None
-        return parse_link(answers[0]) if answers else None
+        return answers[0] if answers else None
+
+    def link(self, name: str) -> tuple[int, dict[int, bytes]] | None:
+        """(index, attributes by type) of link `name`, None if there is none."""
+        message = self._link_message(name)
+        return parse_link(message) if message is not None else None
 
     def link_index(self, name: str) -> int | None:
         found = self.link(name)
@@ -219,15 +226,11 @@ class Rtnl:
 
     def link_state(self, name: str) -> LinkState | None:
         """Index, up flag, master and alias of link `name`, None if there is none."""
-        try:
-            answers = self.request(RTM_GETLINK, 0, ifinfo() + attr(IFLA_IFNAME, name.encode() + b"\0"),
-                                   f"link {name}")
-        except NotFound:
+        message = self._link_message(name)
+        if message is None:
             return None
-        if not answers:
-            return None
-        _, _, index, flags, _ = _IFINFO.unpack_from(answers[0])
-        attrs = dict(attributes(answers[0][_IFINFO.size:]))
+        _, _, index, flags, _ = _IFINFO.unpack_from(message)
+        attrs = dict(attributes(message[_IFINFO.size:]))
         master = attrs.get(IFLA_MASTER, b"")
         return LinkState(index, bool(flags & IFF_UP), struct.unpack("=I", master)[0] if len(master) == 4 else 0,
                          text(attrs.get(IFLA_IFALIAS)))
