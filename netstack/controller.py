@@ -41,11 +41,11 @@ from netstack.requests import Attachment, EndpointConfig, NetworkCreate, Sandbox
 from netstack.sandbox import HANDOFF, Sandbox
 from netstack.store import Store
 from netstack import validation
+from netstack.kernel.rtnl import Rtnl
+from netstack.faults import crashpoint
 
 if TYPE_CHECKING:
     from netstack.cluster import InFlight
-from netstack.kernel.rtnl import Rtnl
-from netstack.faults import crashpoint
 
 log = logging.getLogger("pynet.controller")
 

@@ -174,7 +174,7 @@ class _Connection:
             f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
 
     def receive(self) -> tuple[int, bytes]:
-        if self.sock is None or self.reader is None:
+        if self.reader is None:  # made and dropped with the socket
             raise ConnectionResetError("the connection was closed before the answer came")
         resp = self.reader.read("POST")
         if not resp.keep_alive:

@@ -11,7 +11,7 @@ import socket
 import struct
 
 from netstack.errors import Conflict, NotFound
-from netstack.kernel.rtnl import F_ACK, F_CREATE, F_DUMP, F_REPLACE, Rtnl, attr, attributes, mac_bytes
+from netstack.kernel.rtnl import F_ACK, F_CREATE, F_DUMP, F_REPLACE, Rtnl, attr, attributes, ifinfo, mac_bytes
 
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
@@ -21,7 +21,6 @@ AF_BRIDGE = 7
 F_APPEND = 0x800
 
 _NDMSG = struct.Struct("=BxxxiHBB")   # family, pad, pad, ifindex, state, flags, type
-_IFINFO = struct.Struct("=BxHiII")    # family, pad, type, index, flags, change
 
 
 def _ip(address: str) -> tuple[int, bytes]:
@@ -83,7 +82,7 @@ def fdb_entries(rtnl: Rtnl, vx: int) -> set[tuple[str, str]]:
     """(MAC, remote VTEP) of the device's forwarding entries (`bridge fdb
     show dev VX`): an ifinfomsg-sized request is how rtnetlink's fdb dump
     is told to walk one device only."""
-    entries = _dump(rtnl, _IFINFO.pack(AF_BRIDGE, 0, vx, 0, 0), vx, f"fdb dump of link {vx}")
+    entries = _dump(rtnl, ifinfo(vx, family=AF_BRIDGE), vx, f"fdb dump of link {vx}")
     return {(_mac(a[NDA_LLADDR]), str(ipaddress.ip_address(a[NDA_DST])))
             for _, a in entries if NDA_DST in a and NDA_LLADDR in a}
 

@@ -370,16 +370,6 @@ def add_address(ipr: IPRoute, name: str, address: str, prefixlen: int) -> None:
         raise _translate(exc, f"address {address}/{prefixlen} on {name}") from exc
 
 
-def set_up(ipr: IPRoute, name: str) -> None:
-    idx = index_of(ipr, name)
-    if idx is None:
-        raise NotFound(f"interface {name} does not exist")
-    try:
-        ipr.link("set", index=idx, state="up")
-    except NetlinkError as exc:
-        raise _translate(exc, f"link {name}") from exc
-
-
 def addresses_of(ipr: IPRoute, name: str) -> list[str]:
     """The global-scope addresses on `name` (no link-local), or []."""
     idx = index_of(ipr, name)

@@ -64,8 +64,8 @@ _NO_IPV6_ADDR_GEN = nested(IFLA_AF_SPEC, nested(socket.AF_INET6, attr(IFLA_INET6
                                                                       bytes([IN6_ADDR_GEN_MODE_NONE]))))
 
 
-def ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
-    return _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
+def ifinfo(index: int = 0, flags: int = 0, change: int = 0, family: int = socket.AF_UNSPEC) -> bytes:
+    return _IFINFO.pack(family, 0, index, flags, change)
 
 
 def mac_bytes(mac: str) -> bytes:
